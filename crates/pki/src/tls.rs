@@ -1,0 +1,66 @@
+//! rustls configurations, all on the aws-lc-rs provider.
+//!
+//! The controller's listener asks for a client certificate but does not
+//! require one at the handshake: public endpoints (health, JWKS, enrollment)
+//! must work without one, and the handlers that need a device (login,
+//! renewal, the gateways' control channel) refuse requests that lack it. A
+//! certificate that *is* presented must chain to the Umbra CA and be within
+//! its validity period, or the handshake fails.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::PkiError;
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| PkiError::Tls(e.to_string()))?;
+    Ok(Arc::new(roots))
+}
+
+/// A server that verifies any presented client certificate against `ca`,
+/// but lets clients without one through to the HTTP layer.
+pub fn server_config(
+    ca: &CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: &[u8],
+) -> Result<ServerConfig, PkiError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that trusts only `ca`, optionally presenting a certificate.
+pub fn client_config(
+    ca: &CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, PkiError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(roots(ca)?);
+    let config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}

@@ -1,0 +1,238 @@
+//! Request and response bodies of `/api/v1/…`.
+//!
+//! Requests use `deny_unknown_fields`: a typo in a field name is an error, not
+//! a silently ignored setting. Times are RFC 3339 strings in UTC.
+
+use serde::{Deserialize, Serialize};
+
+use crate::PostureReport;
+
+/// A user's role. Admins may call `/api/v1/admin/…` from a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Pending,
+    Approved,
+    Revoked,
+}
+
+// ---- users -----------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub name: String,
+    /// When absent the controller generates one and returns it once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub groups: Vec<String>,
+    pub status: UserStatus,
+    /// Set while the account is locked out after repeated failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+    pub failed_logins: u32,
+    pub created_at: String,
+}
+
+/// TOTP provisioning material, shown once at creation or reset.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TotpProvisioning {
+    /// Base32, no padding.
+    pub secret: String,
+    /// `otpauth://totp/…`
+    pub uri: String,
+    /// The URI as a QR code, SVG.
+    pub qr_svg: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateUserResponse {
+    pub user: User,
+    /// Present only when the controller generated the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub totp: TotpProvisioning,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResetTotpResponse {
+    pub user: User,
+    pub totp: TotpProvisioning,
+}
+
+// ---- enrollment ------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentTokenRequest {
+    pub user: String,
+    /// Lifetime in seconds; the controller's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    /// `ue1.<secret>.<ca-pin>`: single use; the pin lets the agent trust the
+    /// controller's CA before it has a certificate of its own.
+    pub token: String,
+    pub user: String,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// PKCS#10 CSR, PEM. Its subject and extensions are ignored: the
+    /// controller decides what the certificate says.
+    pub csr_pem: String,
+    pub posture: PostureReport,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub device_id: String,
+    pub spiffe_id: String,
+    pub status: DeviceStatus,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub serial: String,
+    pub not_after: String,
+}
+
+// ---- devices and certificates ---------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub user: String,
+    pub spiffe_id: String,
+    pub hostname: String,
+    pub status: DeviceStatus,
+    pub posture: PostureReport,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// ---- sessions --------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+    pub totp: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub session_id: String,
+    /// The access token (JWT, ES256); verify it with `/.well-known/jwks.json`.
+    pub token: String,
+    pub expires_at: String,
+    pub risk: u8,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub device_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    pub device_id: String,
+    pub source_ip: String,
+    pub risk: u8,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
+}
+
+// ---- admin credentials -----------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminTokenRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdminTokenResponse {
+    pub id: String,
+    pub name: String,
+    /// The credential itself: shown once, stored only as a hash.
+    pub token: String,
+    pub expires_at: String,
+}
+
+// ---- audit -----------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub timestamp: String,
+    pub actor: String,
+    pub source_ip: String,
+    pub action: String,
+    pub resource: String,
+    pub outcome: String,
+    pub reason: String,
+    pub request_id: String,
+}
+
+// ---- misc ------------------------------------------------------------------
+
+/// `{"items": [...]}`: listings are wrapped so they can grow paging fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
