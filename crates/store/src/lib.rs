@@ -1,1 +1,127 @@
-//! x
+//! Storage for the controller: one async trait, [`Store`], and its backends.
+//!
+//! The trait speaks in domain operations, not SQL: every method is one
+//! transaction, so "writes that belong together" (consume an enrollment token
+//! *and* record the device *and* its certificate; revoke a device *and* its
+//! certificates *and* its sessions) cannot be half-applied by a caller that
+//! forgets a rollback. Conditional updates (`consume_totp_step`, token use)
+//! are single compare-and-set statements, so they stay correct when several
+//! controllers share one database.
+//!
+//! Times are Unix seconds; ids are opaque strings chosen by the caller.
+//!
+//! Layout:
+//! - [`model`]: the records the store reads and writes.
+//! - [`sqlite`]: the embedded default backend (WAL, `synchronous=FULL`).
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+use umbra_proto::api::{DeviceStatus, UserStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated; the message names the field.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database holds a value this version cannot interpret.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- controller secrets --------------------------------------------
+    async fn secret(&self, name: &str) -> Result<Option<String>>;
+    /// Stores `value` unless `name` exists; returns the value that is stored
+    /// afterwards, so concurrent first starts agree on one CA.
+    async fn insert_secret_if_absent(&self, name: &str, value: &str, now: i64) -> Result<String>;
+
+    // ---- users ----------------------------------------------------------
+    async fn create_user(&self, user: &NewUser) -> Result<()>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Suspending also revokes the user's live sessions, in one transaction.
+    async fn set_user_status(&self, id: &str, status: UserStatus, now: i64) -> Result<bool>;
+    /// Counts a failed login; locks the account for `lock_secs` when the
+    /// count reaches `threshold`. A lock that has expired starts a new count.
+    async fn record_login_failure(
+        &self,
+        id: &str,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> Result<LockState>;
+    /// Clears failures and any lock (admin unlock).
+    async fn unlock_user(&self, id: &str, now: i64) -> Result<bool>;
+    /// Accepts TOTP step `step` for the user if no step at or after it was
+    /// accepted before. Returns false for a replay.
+    async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool>;
+    async fn reset_totp(&self, id: &str, sealed_secret: &str, now: i64) -> Result<bool>;
+
+    // ---- enrollment -------------------------------------------------------
+    async fn create_enrollment_token(&self, token: &NewEnrollmentToken) -> Result<()>;
+    /// Consumes the token and records the device and its first certificate,
+    /// all or nothing.
+    async fn enroll_device(
+        &self,
+        token_hash: &str,
+        now: i64,
+        device: &NewDevice,
+        cert: &CertificateRecord,
+    ) -> Result<EnrollOutcome>;
+    /// Looks up a token without consuming it (to check its user first).
+    async fn enrollment_token(&self, token_hash: &str) -> Result<Option<EnrollmentTokenRecord>>;
+
+    // ---- devices and certificates -----------------------------------------
+    async fn device(&self, id: &str) -> Result<Option<DeviceRecord>>;
+    async fn list_devices(&self) -> Result<Vec<DeviceRecord>>;
+    /// Revoking also revokes the device's certificates and sessions.
+    async fn set_device_status(&self, id: &str, status: DeviceStatus, now: i64) -> Result<bool>;
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;
+    /// Revokes one certificate and the sessions bound to it.
+    async fn revoke_certificate(&self, serial: &str, now: i64, reason: &str) -> Result<bool>;
+
+    // ---- sessions -----------------------------------------------------------
+    /// Records a session and clears the user's failure count, together.
+    async fn open_session(&self, session: &SessionRecord) -> Result<()>;
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// Sessions not revoked and not expired at `now`, or all when `now` is None.
+    async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>>;
+    async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool>;
+
+    // ---- admin credentials --------------------------------------------------
+    async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<()>;
+    async fn admin_token(&self, id: &str) -> Result<Option<AdminTokenRecord>>;
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>>;
+    /// Marks a bootstrap token used and stores its replacement, together.
+    /// Returns false if it was already used, revoked or expired.
+    async fn exchange_bootstrap_token(
+        &self,
+        bootstrap_id: &str,
+        now: i64,
+        replacement: &AdminTokenRecord,
+    ) -> Result<bool>;
+    async fn revoke_admin_token(&self, id: &str, now: i64) -> Result<bool>;
+
+    // ---- audit ----------------------------------------------------------------
+    /// Appends a record; durable when this returns.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<i64>;
+    /// Records with id > `after`, oldest first, at most `limit`.
+    async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>>;
+}
+
+#[cfg(test)]
+mod conformance;

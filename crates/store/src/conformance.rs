@@ -1,0 +1,258 @@
+//! Behaviour every backend must have, written against `dyn Store` so the
+//! PostgreSQL backend runs the very same checks.
+
+use umbra_proto::api::{DeviceStatus, Role, UserStatus};
+
+use crate::*;
+
+const NOW: i64 = 1_800_000_000;
+
+async fn user(store: &dyn Store, name: &str) -> UserRecord {
+    store
+        .create_user(&NewUser {
+            id: format!("id-{name}"),
+            name: name.into(),
+            role: Role::User,
+            groups: vec!["eng".into(), "ops".into()],
+            password_hash: "$argon2id$x".into(),
+            sealed_totp_secret: "v1.sealed".into(),
+            now: NOW,
+        })
+        .await
+        .expect("create user");
+    store.user_by_name(name).await.expect("read").expect("exists")
+}
+
+fn cert(serial: &str, device: &str) -> CertificateRecord {
+    CertificateRecord {
+        serial: serial.into(),
+        device_id: device.into(),
+        not_before: NOW,
+        not_after: NOW + 86400,
+        created_at: NOW,
+        revoked_at: None,
+        revoked_reason: None,
+    }
+}
+
+fn device(id: &str, user_id: &str) -> NewDevice {
+    NewDevice {
+        id: id.into(),
+        user_id: user_id.into(),
+        status: DeviceStatus::Approved,
+        hostname: "laptop".into(),
+        posture: "{}".into(),
+    }
+}
+
+async fn token(store: &dyn Store, hash: &str, user_id: &str, expires_at: i64) {
+    store
+        .create_enrollment_token(&NewEnrollmentToken {
+            id: format!("t-{hash}"),
+            token_hash: hash.into(),
+            user_id: user_id.into(),
+            created_by: "admin".into(),
+            created_at: NOW,
+            expires_at,
+        })
+        .await
+        .expect("token");
+}
+
+async fn enrolled(store: &dyn Store, name: &str) -> (UserRecord, String, String) {
+    let u = user(store, name).await;
+    let hash = format!("h-{name}");
+    token(store, &hash, &u.id, NOW + 600).await;
+    let dev = format!("d-{name}");
+    let serial = format!("s-{name}");
+    let out = store.enroll_device(&hash, NOW, &device(&dev, &u.id), &cert(&serial, &dev)).await;
+    assert_eq!(out.expect("enroll"), EnrollOutcome::Enrolled);
+    (u, dev, serial)
+}
+
+fn session(id: &str, u: &UserRecord, dev: &str, serial: &str) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        user_id: u.id.clone(),
+        user_name: u.name.clone(),
+        device_id: dev.into(),
+        cert_serial: serial.into(),
+        source_ip: "127.0.0.1".into(),
+        risk: 10,
+        created_at: NOW,
+        expires_at: NOW + 3600,
+        revoked_at: None,
+        revoked_reason: None,
+    }
+}
+
+pub async fn users_and_groups(store: &dyn Store) {
+    let u = user(store, "alice").await;
+    assert_eq!(u.groups, vec!["eng".to_string(), "ops".to_string()]);
+    assert_eq!(u.status, UserStatus::Active);
+    let dup = store
+        .create_user(&NewUser {
+            id: "other".into(),
+            name: "alice".into(),
+            role: Role::Admin,
+            groups: vec![],
+            password_hash: "x".into(),
+            sealed_totp_secret: "y".into(),
+            now: NOW,
+        })
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    // The failed insert left nothing behind.
+    assert_eq!(store.list_users().await.expect("list").len(), 1);
+    assert!(store.user_by_id("other").await.expect("read").is_none());
+}
+
+pub async fn lockout_counts_and_expires(store: &dyn Store) {
+    let u = user(store, "bob").await;
+    for i in 1..5 {
+        let s = store.record_login_failure(&u.id, NOW, 5, 900).await.expect("fail");
+        assert_eq!(s, LockState { failed_logins: i, locked_until: None });
+    }
+    let s = store.record_login_failure(&u.id, NOW, 5, 900).await.expect("fail");
+    assert_eq!(s.locked_until, Some(NOW + 900));
+    // More failures while locked do not extend the lock.
+    let s = store.record_login_failure(&u.id, NOW + 10, 5, 900).await.expect("fail");
+    assert_eq!(s.locked_until, Some(NOW + 900));
+    // After expiry the count starts over.
+    let s = store.record_login_failure(&u.id, NOW + 901, 5, 900).await.expect("fail");
+    assert_eq!(s, LockState { failed_logins: 1, locked_until: None });
+    assert!(store.unlock_user(&u.id, NOW).await.expect("unlock"));
+    let u = store.user_by_id(&u.id).await.expect("read").expect("exists");
+    assert_eq!((u.failed_logins, u.locked_until), (0, None));
+}
+
+pub async fn totp_steps_are_single_use(store: &dyn Store) {
+    let u = user(store, "carol").await;
+    assert!(store.consume_totp_step(&u.id, 100).await.expect("first"));
+    assert!(!store.consume_totp_step(&u.id, 100).await.expect("replay"));
+    assert!(!store.consume_totp_step(&u.id, 99).await.expect("older"));
+    assert!(store.consume_totp_step(&u.id, 101).await.expect("next"));
+    assert!(store.reset_totp(&u.id, "v1.new", NOW).await.expect("reset"));
+    assert!(store.consume_totp_step(&u.id, 50).await.expect("after reset"));
+}
+
+pub async fn enrollment_tokens_are_single_use_and_atomic(store: &dyn Store) {
+    let (u, dev, _) = enrolled(store, "dave").await;
+    assert_eq!(store.device(&dev).await.expect("read").expect("exists").user_name, "dave");
+    // Reuse.
+    let again = store.enroll_device("h-dave", NOW, &device("d2", &u.id), &cert("s2", "d2")).await;
+    assert_eq!(again.expect("enroll"), EnrollOutcome::TokenUsed);
+    // Unknown and expired.
+    let unknown = store.enroll_device("nope", NOW, &device("d3", &u.id), &cert("s3", "d3")).await;
+    assert_eq!(unknown.expect("enroll"), EnrollOutcome::TokenUnknown);
+    token(store, "old", &u.id, NOW - 1).await;
+    let old = store.enroll_device("old", NOW, &device("d4", &u.id), &cert("s4", "d4")).await;
+    assert_eq!(old.expect("enroll"), EnrollOutcome::TokenExpired);
+    // A token is bound to its user.
+    let other = user(store, "eve").await;
+    token(store, "for-dave", &u.id, NOW + 60).await;
+    let stolen =
+        store.enroll_device("for-dave", NOW, &device("d5", &other.id), &cert("s5", "d5")).await;
+    assert_ne!(stolen.expect("enroll"), EnrollOutcome::Enrolled);
+    // A failure after the token was taken (duplicate serial) rolls it all back.
+    token(store, "fresh", &u.id, NOW + 60).await;
+    let dup = store.enroll_device("fresh", NOW, &device("d6", &u.id), &cert("s-dave", "d6")).await;
+    assert!(dup.is_err());
+    assert!(store.device("d6").await.expect("read").is_none());
+    let t = store.enrollment_token("fresh").await.expect("read").expect("exists");
+    assert_eq!(t.used_at, None, "token must not be consumed by a failed enrollment");
+    assert_eq!(store.list_devices().await.expect("list").len(), 1);
+}
+
+pub async fn revocation_cascades(store: &dyn Store) {
+    let (u, dev, serial) = enrolled(store, "frank").await;
+    store.open_session(&session("sess-1", &u, &dev, &serial)).await.expect("open");
+    assert!(store.session("sess-1").await.expect("read").expect("exists").is_live(NOW));
+    assert_eq!(store.list_sessions(Some(NOW)).await.expect("list").len(), 1);
+    assert!(store.set_device_status(&dev, DeviceStatus::Revoked, NOW + 1).await.expect("revoke"));
+    let s = store.session("sess-1").await.expect("read").expect("exists");
+    assert_eq!(s.revoked_reason.as_deref(), Some("device revoked"));
+    let c = store.certificate(&serial).await.expect("read").expect("exists");
+    assert!(c.revoked_at.is_some());
+    // Revoked devices cannot be re-approved.
+    assert!(!store.set_device_status(&dev, DeviceStatus::Approved, NOW + 2).await.expect("approve"));
+    assert!(store.list_sessions(Some(NOW)).await.expect("list").is_empty());
+
+    let (g, gdev, gserial) = enrolled(store, "grace").await;
+    store.open_session(&session("sess-2", &g, &gdev, &gserial)).await.expect("open");
+    assert!(store.set_user_status(&g.id, UserStatus::Suspended, NOW).await.expect("suspend"));
+    assert!(!store.session("sess-2").await.expect("read").expect("exists").is_live(NOW));
+    store.open_session(&session("sess-3", &g, &gdev, &gserial)).await.expect("open");
+    assert!(store.revoke_certificate(&gserial, NOW, "key compromise").await.expect("revoke"));
+    assert!(!store.revoke_certificate(&gserial, NOW, "again").await.expect("revoke"));
+    assert!(!store.session("sess-3").await.expect("read").expect("exists").is_live(NOW));
+    assert!(!store.revoke_session("sess-3", NOW, "x").await.expect("revoke"));
+}
+
+pub async fn bootstrap_exchanges_once(store: &dyn Store) {
+    let boot = AdminTokenRecord {
+        id: "boot".into(),
+        name: "bootstrap".into(),
+        kind: AdminTokenKind::Bootstrap,
+        secret_hash: "h".into(),
+        created_by: "controller".into(),
+        created_at: NOW,
+        expires_at: NOW + 3600,
+        used_at: None,
+        revoked_at: None,
+    };
+    store.create_admin_token(&boot).await.expect("create");
+    let api = |id: &str| AdminTokenRecord { id: id.into(), kind: AdminTokenKind::Api, ..boot.clone() };
+    assert!(store.exchange_bootstrap_token("boot", NOW, &api("a1")).await.expect("exchange"));
+    assert!(!store.exchange_bootstrap_token("boot", NOW, &api("a2")).await.expect("again"));
+    assert!(store.admin_token("a2").await.expect("read").is_none());
+    // An API token is not a bootstrap token.
+    assert!(!store.exchange_bootstrap_token("a1", NOW, &api("a3")).await.expect("api"));
+    assert!(store.revoke_admin_token("a1", NOW).await.expect("revoke"));
+    assert_eq!(store.list_admin_tokens().await.expect("list").len(), 2);
+}
+
+pub async fn audit_appends_in_order(store: &dyn Store) {
+    for i in 0..3 {
+        store
+            .append_audit(&AuditEvent {
+                ts: NOW + i,
+                actor: "admin".into(),
+                source_ip: "127.0.0.1".into(),
+                action: "user.create".into(),
+                resource: format!("user:{i}"),
+                outcome: Outcome::Allow,
+                reason: String::new(),
+                request_id: "r".into(),
+            })
+            .await
+            .expect("append");
+    }
+    let all = store.audit_after(0, 10).await.expect("read");
+    assert_eq!(all.len(), 3);
+    let rest = store.audit_after(all[0].id, 10).await.expect("read");
+    assert_eq!(rest.iter().map(|r| r.resource.as_str()).collect::<Vec<_>>(), ["user:1", "user:2"]);
+    assert_eq!(store.insert_secret_if_absent("ca", "one", NOW).await.expect("put"), "one");
+    assert_eq!(store.insert_secret_if_absent("ca", "two", NOW).await.expect("put"), "one");
+    assert_eq!(store.secret("ca").await.expect("get").as_deref(), Some("one"));
+}
+
+/// Runs each check on a fresh store from `make`.
+macro_rules! suite {
+    ($make:expr) => {
+        $crate::conformance::suite!(@ $make;
+            users_and_groups, lockout_counts_and_expires, totp_steps_are_single_use,
+            enrollment_tokens_are_single_use_and_atomic, revocation_cascades,
+            bootstrap_exchanges_once, audit_appends_in_order);
+    };
+    (@ $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+pub(crate) use suite;
