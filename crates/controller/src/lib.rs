@@ -1,1 +1,30 @@
-//! x
+//! The Umbra controller: identities, the CA, sessions, the audit trail and
+//! the HTTPS API (`DESIGN.md`, "controller": SDP Controller / NIST PE+PA).
+//!
+//! Start it with [`Controller::start`] and serve it with [`server::run`] on a
+//! listener you bound; stop it by cancelling the token you passed.
+//!
+//! Layout:
+//! - [`config`]: TOML config, two-phase parse and validation.
+//! - [`state`]: the shared [`Controller`] and its start-up (KEK check, CA,
+//!   signing key, bootstrap credential).
+//! - [`server`]: the tokio-rustls accept loop and graceful shutdown.
+//! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`).
+//! - [`tokens`]: ES256 session tokens and the JWKS.
+//! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
+//! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
+
+mod api;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod password;
+pub mod ratelimit;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod tokens;
+pub mod totp;
+
+pub use state::{Controller, StartError};

@@ -1,0 +1,418 @@
+//! `/api/v1/admin/…`: users, enrollment tokens, devices, certificates,
+//! sessions, admin credentials and the audit trail. Every call is made by an
+//! authenticated [`Admin`] and every change is audited with that actor.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use umbra_proto::ErrorCode;
+use umbra_proto::api::{
+    AdminTokenResponse, AuditRecord, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
+    CreateUserRequest, CreateUserResponse, Device, DeviceStatus, EnrollmentToken, List,
+    ResetTotpResponse, Session, TotpProvisioning, User, UserStatus,
+};
+use umbra_store::{AdminTokenKind, DeviceRecord, NewEnrollmentToken, NewUser, Outcome, UserRecord};
+use zeroize::Zeroizing;
+
+use super::guard::Admin;
+use super::{ApiJson, valid_name};
+use crate::clock::rfc3339;
+use crate::context::RequestContext;
+use crate::error::{ApiResult, Failure};
+use crate::password::MAX_PASSWORD_LEN;
+use crate::state::{BOOTSTRAP_FILE, new_admin_token};
+use crate::{Controller, secrets, totp};
+
+type C = State<Arc<Controller>>;
+
+impl Admin {
+    async fn audit(&self, c: &Controller, action: &str, resource: &str, reason: &str) -> ApiResult<()> {
+        c.audit_event(&self.actor, Some(self.ctx.ip), action, resource, Outcome::Allow, reason, &self.ctx.request_id)
+            .await
+    }
+}
+
+pub fn user_view(u: &UserRecord, now: i64) -> User {
+    User {
+        id: u.id.clone(),
+        name: u.name.clone(),
+        role: u.role,
+        groups: u.groups.clone(),
+        status: u.status,
+        locked_until: u.locked_until.filter(|&t| t > now).map(rfc3339),
+        failed_logins: u.failed_logins,
+        created_at: rfc3339(u.created_at),
+    }
+}
+
+fn device_view(d: &DeviceRecord, c: &Controller) -> ApiResult<Device> {
+    Ok(Device {
+        id: d.id.clone(),
+        user: d.user_name.clone(),
+        spiffe_id: c.ca.trust_domain().device_id(&d.id),
+        hostname: d.hostname.clone(),
+        status: d.status,
+        posture: serde_json::from_str(&d.posture).map_err(|_| Failure::internal())?,
+        created_at: rfc3339(d.created_at),
+        updated_at: rfc3339(d.updated_at),
+    })
+}
+
+fn provisioning(c: &Controller, secret: &[u8], user: &str) -> ApiResult<TotpProvisioning> {
+    let p = totp::provisioning(secret, &c.config.totp_issuer, user).map_err(|e| {
+        tracing::error!(error = %e, "TOTP provisioning failed");
+        Failure::internal()
+    })?;
+    Ok(TotpProvisioning { secret: p.secret_base32, uri: p.uri, qr_svg: p.qr_svg })
+}
+
+fn seal_totp(c: &Controller, user_id: &str, secret: &[u8]) -> ApiResult<String> {
+    c.config.kek.seal(&format!("totp:{user_id}"), secret).map_err(|_| Failure::internal())
+}
+
+async fn user_named(c: &Controller, name: &str) -> ApiResult<UserRecord> {
+    c.store.user_by_name(name).await?.ok_or_else(|| Failure::not_found("user"))
+}
+
+// ---- bootstrap ---------------------------------------------------------------
+
+/// Exchanges the one-time bootstrap credential for an API admin token.
+pub async fn bootstrap(State(c): C, ctx: RequestContext) -> ApiResult<Json<AdminTokenResponse>> {
+    let refuse = |reason: &'static str| {
+        let (c, ctx) = (c.clone(), ctx.clone());
+        async move {
+            c.audit_event("-", Some(ctx.ip), "admin.bootstrap.exchange", "-", Outcome::Deny, reason, &ctx.request_id)
+                .await
+                .ok();
+            Failure::auth()
+        }
+    };
+    let Some(parts) = ctx.bearer.as_deref().and_then(|t| secrets::split(secrets::BOOTSTRAP_PREFIX, t)) else {
+        return Err(refuse("bootstrap_token_malformed").await);
+    };
+    let Some(record) = c.store.admin_token(parts.middle).await? else {
+        return Err(refuse("bootstrap_token_unknown").await);
+    };
+    if record.kind != AdminTokenKind::Bootstrap || !secrets::hash_matches(parts.secret, &record.secret_hash) {
+        return Err(refuse("bootstrap_token_bad_secret").await);
+    }
+    let now = c.now();
+    let (replacement, token) =
+        new_admin_token(AdminTokenKind::Api, "bootstrap-admin", "bootstrap", now, c.config.admin_token_ttl_secs);
+    if !c.store.exchange_bootstrap_token(&record.id, now, &replacement).await? {
+        let reason = if record.used_at.is_some() {
+            "bootstrap_token_used"
+        } else if record.revoked_at.is_some() {
+            "bootstrap_token_revoked"
+        } else {
+            "bootstrap_token_expired"
+        };
+        return Err(refuse(reason).await);
+    }
+    // The file's credential is spent; remove it so it is not mistaken for a
+    // live one.
+    let _ = std::fs::remove_file(c.config.data_dir.join(BOOTSTRAP_FILE));
+    c.audit_event(
+        "bootstrap",
+        Some(ctx.ip),
+        "admin.bootstrap.exchange",
+        &format!("admin_token:{}", replacement.id),
+        Outcome::Allow,
+        "",
+        &ctx.request_id,
+    )
+    .await?;
+    Ok(Json(AdminTokenResponse {
+        id: replacement.id,
+        name: replacement.name,
+        token,
+        expires_at: rfc3339(replacement.expires_at),
+    }))
+}
+
+// ---- users -------------------------------------------------------------------
+
+pub async fn create_user(
+    State(c): C,
+    admin: Admin,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> ApiResult<Json<CreateUserResponse>> {
+    if !valid_name(&req.name) {
+        return Err(Failure::invalid("name: 1-64 characters of letters, digits and ._@-, starting with a letter or digit"));
+    }
+    if let Some(bad) = req.groups.iter().find(|g| !valid_name(g)) {
+        return Err(Failure::invalid(format!("groups: {bad:?} is not a valid group name")));
+    }
+    if req.groups.len() > 64 {
+        return Err(Failure::invalid("groups: at most 64"));
+    }
+    let (password, generated) = match req.password {
+        Some(p) => {
+            let len = p.chars().count();
+            if len < c.config.password_min_length || p.len() > MAX_PASSWORD_LEN {
+                return Err(Failure::invalid(format!(
+                    "password: must be {}..={MAX_PASSWORD_LEN} characters",
+                    c.config.password_min_length
+                )));
+            }
+            (Zeroizing::new(p), false)
+        }
+        None => (Zeroizing::new(secrets::random_secret()[..24].to_owned()), true),
+    };
+    let returned = generated.then(|| password.to_string());
+    let hash = c.passwords.hash(password).await.map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        Failure::internal()
+    })?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let secret = totp::generate_secret();
+    let totp_view = provisioning(&c, &secret, &req.name)?;
+    let now = c.now();
+    c.store
+        .create_user(&NewUser {
+            id: id.clone(),
+            name: req.name.clone(),
+            role: req.role,
+            groups: req.groups.clone(),
+            password_hash: hash,
+            sealed_totp_secret: seal_totp(&c, &id, &secret)?,
+            now,
+        })
+        .await?;
+    admin.audit(&c, "user.create", &format!("user:{}", req.name), &format!("role {}", req.role.as_str())).await?;
+    let user = user_named(&c, &req.name).await?;
+    Ok(Json(CreateUserResponse { user: user_view(&user, now), password: returned, totp: totp_view }))
+}
+
+pub async fn list_users(State(c): C, _admin: Admin) -> ApiResult<Json<List<User>>> {
+    let now = c.now();
+    let items = c.store.list_users().await?.iter().map(|u| user_view(u, now)).collect();
+    Ok(Json(List { items }))
+}
+
+pub async fn get_user(State(c): C, _admin: Admin, Path(name): Path<String>) -> ApiResult<Json<User>> {
+    Ok(Json(user_view(&user_named(&c, &name).await?, c.now())))
+}
+
+/// `suspend`, `resume`, `unlock` or `reset-totp`.
+pub async fn user_action(
+    State(c): C,
+    admin: Admin,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let user = user_named(&c, &name).await?;
+    let now = c.now();
+    let resource = format!("user:{name}");
+    let totp = match action.as_str() {
+        "suspend" => {
+            c.store.set_user_status(&user.id, UserStatus::Suspended, now).await?;
+            None
+        }
+        "resume" => {
+            c.store.set_user_status(&user.id, UserStatus::Active, now).await?;
+            None
+        }
+        "unlock" => {
+            c.store.unlock_user(&user.id, now).await?;
+            None
+        }
+        "reset-totp" => {
+            let secret = totp::generate_secret();
+            c.store.reset_totp(&user.id, &seal_totp(&c, &user.id, &secret)?, now).await?;
+            Some(provisioning(&c, &secret, &user.name)?)
+        }
+        _ => return Err(Failure::not_found("action")),
+    };
+    admin.audit(&c, &format!("user.{action}"), &resource, "").await?;
+    let user = user_view(&user_named(&c, &name).await?, now);
+    Ok(Json(match totp {
+        Some(totp) => serde_json::to_value(ResetTotpResponse { user, totp }),
+        None => serde_json::to_value(user),
+    }
+    .map_err(|_| Failure::internal())?))
+}
+
+// ---- enrollment tokens ---------------------------------------------------------
+
+pub async fn create_enrollment_token(
+    State(c): C,
+    admin: Admin,
+    ApiJson(req): ApiJson<CreateEnrollmentTokenRequest>,
+) -> ApiResult<Json<EnrollmentToken>> {
+    let user = user_named(&c, &req.user).await?;
+    if user.status != UserStatus::Active {
+        return Err(Failure::new(ErrorCode::Conflict, "user is suspended"));
+    }
+    let ttl = match req.ttl_seconds {
+        None => c.config.enrollment_token_ttl_secs,
+        Some(t) if (60..=30 * 86400).contains(&t) => t as i64,
+        Some(_) => return Err(Failure::invalid("ttl_seconds: must be 60..=2592000")),
+    };
+    let now = c.now();
+    let secret = secrets::random_secret();
+    let record = NewEnrollmentToken {
+        id: secrets::random_id(),
+        token_hash: secrets::hash_secret(&secret),
+        user_id: user.id.clone(),
+        created_by: admin.actor.clone(),
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    c.store.create_enrollment_token(&record).await?;
+    admin
+        .audit(&c, "enrollment_token.create", &format!("enrollment_token:{}", record.id), &format!("for user {}", user.name))
+        .await?;
+    let token = format!("{}.{}.{secret}", secrets::ENROLLMENT_PREFIX, secrets::pin_text(&c.ca.pin()));
+    Ok(Json(EnrollmentToken { token, user: user.name, expires_at: rfc3339(record.expires_at) }))
+}
+
+// ---- devices and certificates ------------------------------------------------------
+
+pub async fn list_devices(State(c): C, _admin: Admin) -> ApiResult<Json<List<Device>>> {
+    let items = c.store.list_devices().await?.iter().map(|d| device_view(d, &c)).collect::<ApiResult<_>>()?;
+    Ok(Json(List { items }))
+}
+
+/// `approve` or `revoke`.
+pub async fn device_action(
+    State(c): C,
+    admin: Admin,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Json<Device>> {
+    let status = match action.as_str() {
+        "approve" => DeviceStatus::Approved,
+        "revoke" => DeviceStatus::Revoked,
+        _ => return Err(Failure::not_found("action")),
+    };
+    let device = c.store.device(&id).await?.ok_or_else(|| Failure::not_found("device"))?;
+    if !c.store.set_device_status(&device.id, status, c.now()).await? {
+        return Err(Failure::new(ErrorCode::Conflict, "device is revoked; enroll it again"));
+    }
+    admin.audit(&c, &format!("device.{action}"), &format!("device:{id}"), "").await?;
+    let device = c.store.device(&id).await?.ok_or_else(Failure::internal)?;
+    Ok(Json(device_view(&device, &c)?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub async fn revoke_certificate(
+    State(c): C,
+    admin: Admin,
+    Path(serial): Path<String>,
+    Query(q): Query<RevokeBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let serial = serial.to_ascii_lowercase();
+    let reason = q.reason.unwrap_or_else(|| "revoked by administrator".into());
+    if reason.len() > 256 {
+        return Err(Failure::invalid("reason: at most 256 bytes"));
+    }
+    c.store.certificate(&serial).await?.ok_or_else(|| Failure::not_found("certificate"))?;
+    let changed = c.store.revoke_certificate(&serial, c.now(), &reason).await?;
+    admin.audit(&c, "certificate.revoke", &format!("certificate:{serial}"), &reason).await?;
+    Ok(Json(serde_json::json!({ "serial": serial, "revoked": true, "changed": changed })))
+}
+
+// ---- sessions -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionQuery {
+    #[serde(default)]
+    pub all: bool,
+}
+
+pub async fn list_sessions(State(c): C, _admin: Admin, Query(q): Query<SessionQuery>) -> ApiResult<Json<List<Session>>> {
+    let live_at = (!q.all).then(|| c.now());
+    let items = c.store.list_sessions(live_at).await?.iter().map(super::auth::session_view).collect();
+    Ok(Json(List { items }))
+}
+
+pub async fn revoke_session(State(c): C, admin: Admin, Path(id): Path<String>) -> ApiResult<Json<Session>> {
+    c.store.session(&id).await?.ok_or_else(|| Failure::not_found("session"))?;
+    c.store.revoke_session(&id, c.now(), "revoked by administrator").await?;
+    admin.audit(&c, "session.revoke", &format!("session:{id}"), "").await?;
+    let s = c.store.session(&id).await?.ok_or_else(Failure::internal)?;
+    Ok(Json(super::auth::session_view(&s)))
+}
+
+// ---- admin credentials ------------------------------------------------------------------
+
+pub async fn create_admin_token(
+    State(c): C,
+    admin: Admin,
+    ApiJson(req): ApiJson<CreateAdminTokenRequest>,
+) -> ApiResult<Json<AdminTokenResponse>> {
+    if !valid_name(&req.name) {
+        return Err(Failure::invalid("name: 1-64 characters of letters, digits and ._@-"));
+    }
+    let ttl = match req.ttl_seconds {
+        None => c.config.admin_token_ttl_secs,
+        Some(t) if (60..=365 * 86400).contains(&t) => t as i64,
+        Some(_) => return Err(Failure::invalid("ttl_seconds: must be 60..=31536000")),
+    };
+    let (record, token) = new_admin_token(AdminTokenKind::Api, &req.name, &admin.actor, c.now(), ttl);
+    c.store.create_admin_token(&record).await?;
+    admin.audit(&c, "admin_token.create", &format!("admin_token:{}", record.id), &req.name).await?;
+    Ok(Json(AdminTokenResponse { id: record.id, name: record.name, token, expires_at: rfc3339(record.expires_at) }))
+}
+
+pub async fn list_admin_tokens(State(c): C, _admin: Admin) -> ApiResult<Json<serde_json::Value>> {
+    let items: Vec<_> = c
+        .store
+        .list_admin_tokens()
+        .await?
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id, "name": t.name, "kind": t.kind.as_str(), "created_by": t.created_by,
+                "created_at": rfc3339(t.created_at), "expires_at": rfc3339(t.expires_at),
+                "used_at": t.used_at.map(rfc3339), "revoked_at": t.revoked_at.map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+pub async fn revoke_admin_token(State(c): C, admin: Admin, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    c.store.admin_token(&id).await?.ok_or_else(|| Failure::not_found("admin token"))?;
+    let changed = c.store.revoke_admin_token(&id, c.now()).await?;
+    admin.audit(&c, "admin_token.revoke", &format!("admin_token:{id}"), "").await?;
+    Ok(Json(serde_json::json!({ "id": id, "revoked": true, "changed": changed })))
+}
+
+// ---- audit --------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub after: i64,
+    pub limit: Option<u32>,
+}
+
+pub async fn audit(State(c): C, _admin: Admin, Query(q): Query<AuditQuery>) -> ApiResult<Json<List<AuditRecord>>> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let items = c
+        .store
+        .audit_after(q.after, limit)
+        .await?
+        .into_iter()
+        .map(|r| AuditRecord {
+            id: r.id,
+            timestamp: rfc3339(r.ts),
+            actor: r.actor,
+            source_ip: r.source_ip,
+            action: r.action,
+            resource: r.resource,
+            outcome: r.outcome,
+            reason: r.reason,
+            request_id: r.request_id,
+        })
+        .collect();
+    Ok(Json(List { items }))
+}

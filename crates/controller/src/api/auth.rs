@@ -1,0 +1,272 @@
+//! Login over mTLS: device certificate + password + TOTP → session token.
+//!
+//! Order of checks: client certificate present; per-IP rate limit; the
+//! certificate's record (not revoked) and device (approved, enrolled for
+//! this very user); the account (active, not locked); then the expensive
+//! part, password and TOTP; then the TOTP step is consumed atomically in the
+//! store (single use across controllers); then risk decides the lifetime.
+//! Every refusal is audited with its precise reason; the peer always sees
+//! the same `authentication_failed`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use umbra_pki::PeerCertificate;
+use umbra_policy::risk::{LoginSignals, RiskBands, login_risk};
+use umbra_proto::api::{DeviceStatus, LoginRequest, LoginResponse, Session, UserStatus};
+use umbra_proto::{ErrorCode, PostureReport};
+use umbra_store::{Outcome, SessionRecord};
+use zeroize::Zeroizing;
+
+use super::ApiJson;
+use super::guard::verify_session;
+use crate::clock::{parse_rfc3339, rfc3339};
+use crate::context::RequestContext;
+use crate::error::{ApiResult, Failure};
+use crate::password::MAX_PASSWORD_LEN;
+use crate::tokens::{Confirmation, SessionClaims};
+use crate::{Controller, totp};
+
+struct Deny {
+    reason: String,
+    resource: String,
+    code: ErrorCode,
+}
+
+fn deny(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
+    Deny { reason: reason.into(), resource: resource.into(), code: ErrorCode::AuthenticationFailed }
+}
+
+pub async fn login(
+    State(c): State<Arc<Controller>>,
+    ctx: RequestContext,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let actor = format!("user:{}", req.user.chars().take(64).collect::<String>());
+    match login_inner(&c, &ctx, req).await {
+        Ok(resp) => Ok(resp),
+        Err(LoginError::Fail(failure)) => Err(failure),
+        Err(LoginError::Deny(d)) => {
+            c.audit_event(&actor, Some(ctx.ip), "auth.login", &d.resource, Outcome::Deny, &d.reason, &ctx.request_id)
+                .await
+                .ok();
+            Err(match d.code {
+                ErrorCode::ClientCertificateRequired => {
+                    Failure::new(d.code, "a device certificate is required")
+                }
+                ErrorCode::RateLimited => {
+                    let mut f = Failure::new(d.code, "too many attempts");
+                    f.retry_after = Some(60 / u64::from(c.config.login_rate_per_minute.max(1)) + 1);
+                    f
+                }
+                _ => Failure::auth(),
+            })
+        }
+    }
+}
+
+/// A refusal to audit, or an internal failure.
+enum LoginError {
+    Deny(Deny),
+    Fail(Failure),
+}
+
+impl From<Deny> for LoginError {
+    fn from(d: Deny) -> Self {
+        Self::Deny(d)
+    }
+}
+
+impl From<Failure> for LoginError {
+    fn from(f: Failure) -> Self {
+        Self::Fail(f)
+    }
+}
+
+impl From<umbra_store::StoreError> for LoginError {
+    fn from(e: umbra_store::StoreError) -> Self {
+        Self::Fail(e.into())
+    }
+}
+
+async fn login_inner(
+    c: &Controller,
+    ctx: &RequestContext,
+    req: LoginRequest,
+) -> Result<Json<LoginResponse>, LoginError> {
+    let now = c.now();
+    let Some(cert_der) = ctx.cert.as_ref() else {
+        return Err(LoginError::Deny(Deny { code: ErrorCode::ClientCertificateRequired, ..deny("no_client_certificate", "-") }));
+    };
+    if c.login_limiter.check(ctx.ip, now).is_err() {
+        return Err(LoginError::Deny(Deny { code: ErrorCode::RateLimited, ..deny("rate_limited", "-") }));
+    }
+    let peer = PeerCertificate::parse(cert_der, c.ca.trust_domain())
+        .map_err(|e| LoginError::Deny(deny(format!("certificate_not_a_device: {e}"), "-")))?;
+    let resource = format!("device:{}", peer.device_id);
+    let cert = c.store.certificate(&peer.serial).await?;
+    match cert {
+        None => return Err(LoginError::Deny(deny("certificate_unknown", resource))),
+        Some(ref r) if r.revoked_at.is_some() => return Err(LoginError::Deny(deny("certificate_revoked", resource))),
+        Some(ref r) if r.device_id != peer.device_id => return Err(LoginError::Deny(deny("certificate_device_mismatch", resource))),
+        Some(_) => {}
+    }
+    let device = c.store.device(&peer.device_id).await?.ok_or_else(|| deny("device_unknown", resource.clone()))?;
+    match device.status {
+        DeviceStatus::Approved => {}
+        DeviceStatus::Pending => return Err(LoginError::Deny(deny("device_pending_approval", resource))),
+        DeviceStatus::Revoked => return Err(LoginError::Deny(deny("device_revoked", resource))),
+    }
+    if req.user.len() > 64 || req.password.len() > MAX_PASSWORD_LEN {
+        return Err(LoginError::Deny(deny("input_too_long", resource)));
+    }
+    let password = Zeroizing::new(req.password);
+    let user = c.store.user_by_name(&req.user).await?;
+    let Some(user) = user else {
+        // Same cost as a real check, so timing does not reveal unknown names.
+        c.passwords.verify(password, None).await;
+        return Err(LoginError::Deny(deny("unknown_user", resource)));
+    };
+    if device.user_id != user.id {
+        return Err(LoginError::Deny(deny(format!("device_enrolled_for_other_user:{}", device.user_name), resource)));
+    }
+    if user.status != UserStatus::Active {
+        return Err(LoginError::Deny(deny("user_suspended", resource)));
+    }
+    if user.is_locked(now) {
+        return Err(LoginError::Deny(deny("account_locked", resource)));
+    }
+
+    let password_ok = c.passwords.verify(password, Some(user.password_hash.clone())).await;
+    let secret = c
+        .config
+        .kek
+        .open(&format!("totp:{}", user.id), &user.sealed_totp_secret)
+        .map_err(|e| {
+            tracing::error!(error = %e, user = %user.name, "TOTP secret does not unseal");
+            Failure::internal()
+        })?;
+    let step = totp::verify(&secret, req.totp.trim(), now);
+    let failure = match (password_ok, step) {
+        (false, _) => Some("bad_password"),
+        (true, None) => Some("bad_totp"),
+        (true, Some(step)) => {
+            if c.store.consume_totp_step(&user.id, step).await? { None } else { Some("totp_replayed") }
+        }
+    };
+    if let Some(reason) = failure {
+        let state = c
+            .store
+            .record_login_failure(&user.id, now, c.config.lockout_threshold, c.config.lockout_secs)
+            .await
+            ?;
+        let reason = match state.locked_until {
+            Some(_) if state.failed_logins >= c.config.lockout_threshold => {
+                format!("{reason}; account locked after {} failures", state.failed_logins)
+            }
+            _ => format!("{reason}; failure {} of {}", state.failed_logins, c.config.lockout_threshold),
+        };
+        return Err(LoginError::Deny(deny(reason, resource)));
+    }
+
+    let posture: PostureReport = serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
+    let signals = LoginSignals {
+        posture: &posture,
+        last_scan: parse_rfc3339(&posture.last_scan),
+        now,
+        recent_failures: user.failed_logins,
+    };
+    let (risk, factors) = login_risk(&signals);
+    let Some(lifetime) = RiskBands::default().session_lifetime(risk) else {
+        return Err(LoginError::Deny(deny(format!("risk_too_high:{risk} ({})", factors.join(",")), resource)));
+    };
+    let lifetime = i64::from(lifetime).min(peer.not_after - now).max(0);
+    if lifetime < 60 {
+        return Err(LoginError::Deny(deny("certificate_expires_too_soon", resource)));
+    }
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        user_name: user.name.clone(),
+        device_id: device.id.clone(),
+        cert_serial: peer.serial.clone(),
+        source_ip: ctx.ip.to_string(),
+        risk,
+        created_at: now,
+        expires_at: now + lifetime,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    let claims = SessionClaims {
+        iss: c.signer.issuer().to_owned(),
+        sub: user.name.clone(),
+        sid: session.id.clone(),
+        device: device.id.clone(),
+        groups: user.groups.clone(),
+        risk,
+        iat: now,
+        nbf: now,
+        exp: session.expires_at,
+        cnf: Confirmation { x5t_s256: peer.thumbprint.clone() },
+    };
+    let token = c.signer.sign(&claims).map_err(|e| {
+        tracing::error!(error = %e, "token signing failed");
+        Failure::internal()
+    })?;
+    c.store.open_session(&session).await?;
+    let reason = format!("risk {risk} [{}], session {}", factors.join(","), session.id);
+    c.audit_event(&format!("user:{}", user.name), Some(ctx.ip), "auth.login", &resource, Outcome::Allow, &reason, &ctx.request_id)
+        .await?;
+    Ok(Json(LoginResponse {
+        session_id: session.id,
+        token,
+        expires_at: rfc3339(session.expires_at),
+        risk,
+        user: user.name,
+        groups: user.groups,
+        device_id: device.id,
+    }))
+}
+
+pub async fn logout(State(c): State<Arc<Controller>>, ctx: RequestContext) -> ApiResult<Json<Session>> {
+    let v = match verify_session(&c, &ctx).await {
+        Ok(v) => v,
+        Err(reason) => return Err(refuse(&c, &ctx, "auth.logout", reason).await),
+    };
+    c.store.revoke_session(&v.session.id, c.now(), "logout").await?;
+    c.audit_event(&format!("user:{}", v.user.name), Some(ctx.ip), "auth.logout", &format!("session:{}", v.session.id), Outcome::Allow, "", &ctx.request_id)
+        .await?;
+    let s = c.store.session(&v.session.id).await?.ok_or_else(Failure::internal)?;
+    Ok(Json(session_view(&s)))
+}
+
+pub async fn session(State(c): State<Arc<Controller>>, ctx: RequestContext) -> ApiResult<Json<Session>> {
+    match verify_session(&c, &ctx).await {
+        Ok(v) => Ok(Json(session_view(&v.session))),
+        Err(reason) => Err(refuse(&c, &ctx, "auth.session", reason).await),
+    }
+}
+
+async fn refuse(c: &Controller, ctx: &RequestContext, action: &str, reason: &str) -> Failure {
+    c.audit_event("-", Some(ctx.ip), action, "-", Outcome::Deny, reason, &ctx.request_id).await.ok();
+    if reason == "client_certificate_required" {
+        Failure::new(ErrorCode::ClientCertificateRequired, "a device certificate is required")
+    } else {
+        Failure::auth()
+    }
+}
+
+pub fn session_view(s: &SessionRecord) -> Session {
+    Session {
+        id: s.id.clone(),
+        user: s.user_name.clone(),
+        device_id: s.device_id.clone(),
+        source_ip: s.source_ip.clone(),
+        risk: s.risk,
+        created_at: rfc3339(s.created_at),
+        expires_at: rfc3339(s.expires_at),
+        revoked_at: s.revoked_at.map(rfc3339),
+        revoked_reason: s.revoked_reason.clone(),
+    }
+}

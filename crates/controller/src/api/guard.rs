@@ -1,0 +1,111 @@
+//! Credential checks. Each returns a precise reason on refusal; the caller
+//! audits that reason and shows the peer only `authentication_failed`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use umbra_pki::PeerCertificate;
+use umbra_proto::api::{Role, UserStatus};
+use umbra_store::{AdminTokenKind, Outcome, SessionRecord, UserRecord};
+
+use crate::Controller;
+use crate::context::RequestContext;
+use crate::error::Failure;
+use crate::secrets;
+
+/// A live session presented with the device certificate it is bound to.
+pub struct VerifiedSession {
+    pub session: SessionRecord,
+    pub user: UserRecord,
+}
+
+pub async fn verify_session(c: &Controller, ctx: &RequestContext) -> Result<VerifiedSession, &'static str> {
+    let token = ctx.bearer.as_deref().ok_or("no_credential")?;
+    let now = c.now();
+    let claims = c.signer.verify(token, now).map_err(|e| match e {
+        crate::tokens::TokenError::Malformed => "token_malformed",
+        crate::tokens::TokenError::AlgNone => "token_alg_none",
+        crate::tokens::TokenError::AlgorithmRefused => "token_algorithm_refused",
+        crate::tokens::TokenError::UnknownKey => "token_unknown_key",
+        crate::tokens::TokenError::BadSignature => "token_bad_signature",
+        crate::tokens::TokenError::Expired => "token_expired",
+        crate::tokens::TokenError::NotYetValid => "token_not_yet_valid",
+        crate::tokens::TokenError::WrongIssuer => "token_wrong_issuer",
+    })?;
+    let cert = ctx.cert.as_ref().ok_or("client_certificate_required")?;
+    let peer = PeerCertificate::parse(cert, c.ca.trust_domain()).map_err(|_| "certificate_not_a_device")?;
+    let bound = subtle::ConstantTimeEq::ct_eq(peer.thumbprint.as_bytes(), claims.cnf.x5t_s256.as_bytes());
+    if !bool::from(bound) {
+        return Err("token_not_bound_to_certificate");
+    }
+    let store_err = |_| "store_unavailable";
+    let session = c.store.session(&claims.sid).await.map_err(store_err)?.ok_or("session_unknown")?;
+    if session.revoked_at.is_some() {
+        return Err("session_revoked");
+    }
+    if session.expires_at <= now {
+        return Err("session_expired");
+    }
+    let user = c.store.user_by_id(&session.user_id).await.map_err(store_err)?.ok_or("user_unknown")?;
+    if user.status != UserStatus::Active {
+        return Err("user_suspended");
+    }
+    Ok(VerifiedSession { session, user })
+}
+
+/// An authenticated administrator: an API admin token, or a live session
+/// of a user with the admin role (over mTLS, bound to its device).
+pub struct Admin {
+    pub actor: String,
+    pub ctx: RequestContext,
+}
+
+impl FromRequestParts<Arc<Controller>> for Admin {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Arc<Controller>) -> Result<Self, Self::Rejection> {
+        let ctx = RequestContext::from_request_parts(parts, c).await?;
+        match check_admin(c, &ctx).await {
+            Ok(actor) => Ok(Self { actor, ctx }),
+            Err(reason) => {
+                let resource = format!("{} {}", parts.method, parts.uri.path());
+                c.audit_event("-", Some(ctx.ip), "admin.authenticate", &resource, Outcome::Deny, reason, &ctx.request_id)
+                    .await
+                    .ok();
+                Err(Failure::auth())
+            }
+        }
+    }
+}
+
+async fn check_admin(c: &Controller, ctx: &RequestContext) -> Result<String, &'static str> {
+    let token = ctx.bearer.as_deref().ok_or("no_credential")?;
+    if token.starts_with(secrets::BOOTSTRAP_PREFIX) {
+        return Err("bootstrap_token_must_be_exchanged");
+    }
+    if token.starts_with(secrets::ADMIN_PREFIX) {
+        let parts = secrets::split(secrets::ADMIN_PREFIX, token).ok_or("admin_token_malformed")?;
+        let record = c
+            .store
+            .admin_token(parts.middle)
+            .await
+            .map_err(|_| "store_unavailable")?
+            .ok_or("admin_token_unknown")?;
+        if record.kind != AdminTokenKind::Api || !secrets::hash_matches(parts.secret, &record.secret_hash) {
+            return Err("admin_token_bad_secret");
+        }
+        if record.revoked_at.is_some() {
+            return Err("admin_token_revoked");
+        }
+        if record.expires_at <= c.now() {
+            return Err("admin_token_expired");
+        }
+        return Ok(format!("admin_token:{}", record.name));
+    }
+    let verified = verify_session(c, ctx).await?;
+    if verified.user.role != Role::Admin {
+        return Err("not_an_admin");
+    }
+    Ok(format!("user:{}", verified.user.name))
+}

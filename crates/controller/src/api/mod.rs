@@ -1,0 +1,103 @@
+//! The HTTP API: routes, the JSON extractor, request ids.
+//!
+//! Layout:
+//! - [`public`]: health, readiness, JWKS, CA certificate.
+//! - [`enroll`]: device enrollment (public; the token authenticates).
+//! - [`auth`]: login, logout, session introspection (mTLS required).
+//! - [`admin`]: everything under `/api/v1/admin` (admin credential required).
+//! - [`guard`]: credential checks shared by `auth` and `admin`.
+
+mod admin;
+mod auth;
+mod enroll;
+mod guard;
+mod public;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use umbra_proto::ErrorCode;
+
+use crate::Controller;
+use crate::error::{Failure, REQUEST_ID};
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    let max_body = controller.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(public::healthz))
+        .route("/readyz", get(public::readyz))
+        .route("/.well-known/jwks.json", get(public::jwks))
+        .route("/api/v1/ca", get(public::ca))
+        .route("/api/v1/enroll", post(enroll::enroll))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/session", get(auth::session))
+        .route("/api/v1/admin/bootstrap", post(admin::bootstrap))
+        .route("/api/v1/admin/users", get(admin::list_users).post(admin::create_user))
+        .route("/api/v1/admin/users/{name}", get(admin::get_user))
+        .route("/api/v1/admin/users/{name}/{action}", post(admin::user_action))
+        .route("/api/v1/admin/enrollment-tokens", post(admin::create_enrollment_token))
+        .route("/api/v1/admin/devices", get(admin::list_devices))
+        .route("/api/v1/admin/devices/{id}/{action}", post(admin::device_action))
+        .route("/api/v1/admin/certificates/{serial}/revoke", post(admin::revoke_certificate))
+        .route("/api/v1/admin/sessions", get(admin::list_sessions))
+        .route("/api/v1/admin/sessions/{id}/revoke", post(admin::revoke_session))
+        .route("/api/v1/admin/tokens", get(admin::list_admin_tokens).post(admin::create_admin_token))
+        .route("/api/v1/admin/tokens/{id}/revoke", post(admin::revoke_admin_token))
+        .route("/api/v1/admin/audit", get(admin::audit))
+        .fallback(|| async { Failure::not_found("route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(request_id))
+        .with_state(controller)
+}
+
+/// Gives every request a fresh id (client-sent ids are not trusted: they
+/// would let a peer forge correlation in the audit trail) and echoes it in
+/// `X-Request-Id`.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// `axum::Json` with rejections mapped onto the API's error codes.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let code = if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::MalformedJson
+                };
+                Err(Failure::new(code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Names of users and groups: 1–64 characters, ASCII letters, digits and
+/// `._@-`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}

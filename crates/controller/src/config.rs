@@ -1,0 +1,300 @@
+//! Controller configuration, parsed in two phases (ripgrep's habit): the raw
+//! TOML document with `deny_unknown_fields` (a misspelt key is an error that
+//! names it), then a validated [`Config`] with every default applied.
+//! Every key is documented in `docs/config.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use umbra_pki::{Kek, TrustDomain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error(
+        "no key-encryption key: set `kek_file` in the config or the UMBRA_KEK environment \
+         variable (32 random bytes, base64; e.g. `head -c32 /dev/urandom | base64`)"
+    )]
+    MissingKek,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub trust_domain: Option<String>,
+    pub server_names: Option<Vec<String>>,
+    pub kek_file: Option<PathBuf>,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub devices: RawDevices,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backend: Option<String>,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub lockout_threshold: Option<u32>,
+    pub lockout_seconds: Option<u64>,
+    pub totp_issuer: Option<String>,
+    pub login_rate_per_minute: Option<u32>,
+    pub login_burst: Option<u32>,
+    pub password_min_length: Option<usize>,
+    pub argon2_memory_kib: Option<u32>,
+    pub argon2_iterations: Option<u32>,
+    pub argon2_parallelism: Option<u32>,
+    pub token_issuer: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevices {
+    pub certificate_lifetime_seconds: Option<u64>,
+    pub require_approval: Option<bool>,
+    pub enrollment_token_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bootstrap_token_ttl_seconds: Option<u64>,
+    pub token_ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Argon2id cost; the defaults are OWASP's (19 MiB, 2 passes, 1 lane).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Argon2Cost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub trust_domain: TrustDomain,
+    pub server_names: Vec<String>,
+    pub kek: Kek,
+    pub store_path: PathBuf,
+    pub lockout_threshold: u32,
+    pub lockout_secs: i64,
+    pub totp_issuer: String,
+    pub login_rate_per_minute: u32,
+    pub login_burst: u32,
+    pub password_min_length: usize,
+    pub argon2: Argon2Cost,
+    pub token_issuer: String,
+    pub device_cert_lifetime_secs: i64,
+    pub require_device_approval: bool,
+    pub enrollment_token_ttl_secs: i64,
+    pub bootstrap_token_ttl_secs: i64,
+    pub admin_token_ttl_secs: i64,
+    pub max_body_bytes: usize,
+}
+
+/// Longest accepted lifetime for anything configurable, so arithmetic on
+/// Unix times cannot overflow: ten years.
+const MAX_LIFETIME: u64 = 10 * 365 * 86400;
+
+fn secs(key: &'static str, value: Option<u64>, default: u64, min: u64) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if !(min..=MAX_LIFETIME).contains(&v) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("{v} is outside {min}..={MAX_LIFETIME} seconds"),
+        });
+    }
+    i64::try_from(v).map_err(|e| ConfigError::Invalid { key, message: e.to_string() })
+}
+
+impl RawConfig {
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Validates and applies defaults. `env_kek` is the `UMBRA_KEK` value,
+    /// passed in so that tests need not touch the process environment.
+    pub fn validate(self, env_kek: Option<&str>) -> Result<Config, ConfigError> {
+        let listen = self.listen.as_deref().unwrap_or("127.0.0.1:8443");
+        let listen = listen.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{listen:?}: {e}"),
+        })?;
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/umbra"));
+        let trust_domain = TrustDomain::new(self.trust_domain.as_deref().unwrap_or("umbra.local"))
+            .map_err(|e| ConfigError::Invalid { key: "trust_domain", message: e.to_string() })?;
+        let server_names =
+            self.server_names.unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+        if server_names.is_empty() {
+            return Err(ConfigError::Invalid { key: "server_names", message: "must not be empty".into() });
+        }
+        let kek = match (&self.kek_file, env_kek) {
+            (Some(path), _) => {
+                let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Invalid { key: "kek_file", message: format!("{}: {e}", path.display()) }
+                })?);
+                Kek::from_base64(&text)
+            }
+            (None, Some(text)) => Kek::from_base64(text),
+            (None, None) => return Err(ConfigError::MissingKek),
+        }
+        .map_err(|e| ConfigError::Invalid { key: "kek_file / UMBRA_KEK", message: e.to_string() })?;
+
+        match self.store.backend.as_deref().unwrap_or("sqlite") {
+            "sqlite" => {}
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "store.backend",
+                    message: format!("{other:?} is not supported (supported: \"sqlite\")"),
+                });
+            }
+        }
+        let store_path = self.store.path.unwrap_or_else(|| data_dir.join("umbra.db"));
+
+        let a = self.auth;
+        let lockout_threshold = a.lockout_threshold.unwrap_or(5);
+        if lockout_threshold == 0 {
+            return Err(ConfigError::Invalid { key: "auth.lockout_threshold", message: "must be at least 1".into() });
+        }
+        let argon2 = Argon2Cost {
+            memory_kib: a.argon2_memory_kib.unwrap_or(19 * 1024),
+            iterations: a.argon2_iterations.unwrap_or(2),
+            parallelism: a.argon2_parallelism.unwrap_or(1),
+        };
+        argon2::Params::new(argon2.memory_kib, argon2.iterations, argon2.parallelism, None)
+            .map_err(|e| ConfigError::Invalid { key: "auth.argon2_*", message: e.to_string() })?;
+        let login_rate_per_minute = a.login_rate_per_minute.unwrap_or(30);
+        let login_burst = a.login_burst.unwrap_or(10);
+        if login_rate_per_minute == 0 || login_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.login_rate_per_minute / auth.login_burst",
+                message: "must be at least 1".into(),
+            });
+        }
+        let password_min_length = a.password_min_length.unwrap_or(12);
+        if !(8..=128).contains(&password_min_length) {
+            return Err(ConfigError::Invalid { key: "auth.password_min_length", message: "must be 8..=128".into() });
+        }
+        let totp_issuer = a.totp_issuer.unwrap_or_else(|| "Umbra".into());
+        if totp_issuer.contains(':') || totp_issuer.is_empty() {
+            return Err(ConfigError::Invalid { key: "auth.totp_issuer", message: "must be non-empty, without ':'".into() });
+        }
+        let d = self.devices;
+        let max_body_bytes = self.api.max_body_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::Invalid { key: "api.max_body_bytes", message: "must be 1024..=16777216".into() });
+        }
+        Ok(Config {
+            listen,
+            trust_domain,
+            server_names,
+            kek,
+            store_path,
+            lockout_threshold,
+            lockout_secs: secs("auth.lockout_seconds", a.lockout_seconds, 900, 1)?,
+            totp_issuer,
+            login_rate_per_minute,
+            login_burst,
+            password_min_length,
+            argon2,
+            token_issuer: a.token_issuer.unwrap_or_else(|| "umbra".into()),
+            device_cert_lifetime_secs: secs(
+                "devices.certificate_lifetime_seconds",
+                d.certificate_lifetime_seconds,
+                86400,
+                300,
+            )?,
+            require_device_approval: d.require_approval.unwrap_or(false),
+            enrollment_token_ttl_secs: secs(
+                "devices.enrollment_token_ttl_seconds",
+                d.enrollment_token_ttl_seconds,
+                86400,
+                60,
+            )?,
+            bootstrap_token_ttl_secs: secs(
+                "admin.bootstrap_token_ttl_seconds",
+                self.admin.bootstrap_token_ttl_seconds,
+                86400,
+                60,
+            )?,
+            admin_token_ttl_secs: secs("admin.token_ttl_seconds", self.admin.token_ttl_seconds, 90 * 86400, 60)?,
+            max_body_bytes,
+            data_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEK: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = RawConfig::from_toml(Path::new("c.toml"), "listen = \"127.0.0.1:1\"\nlisten_adress = 1\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("listen_adress"), "{err}");
+        let err = RawConfig::from_toml(Path::new("c.toml"), "[auth]\nlockout = 3\n").expect_err("nested");
+        assert!(err.to_string().contains("lockout"), "{err}");
+    }
+
+    #[test]
+    fn defaults_follow_the_seeds() {
+        let c = RawConfig::default().validate(Some(KEK)).expect("valid");
+        assert_eq!(c.lockout_threshold, 5);
+        assert_eq!(c.device_cert_lifetime_secs, 86400);
+        assert_eq!(c.argon2, Argon2Cost { memory_kib: 19456, iterations: 2, parallelism: 1 });
+        assert!(!format!("{c:?}").contains(KEK));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = RawConfig::default().validate(None).expect_err("no kek");
+        assert!(matches!(err, ConfigError::MissingKek));
+        let raw = RawConfig::from_toml(Path::new("c"), "trust_domain = \"Bad Domain\"").expect("parse");
+        assert!(raw.validate(Some(KEK)).expect_err("td").to_string().contains("trust_domain"));
+        let raw = RawConfig::from_toml(Path::new("c"), "[devices]\ncertificate_lifetime_seconds = 1").expect("parse");
+        assert!(raw.validate(Some(KEK)).expect_err("lifetime").to_string().contains("certificate_lifetime"));
+        let raw = RawConfig::from_toml(Path::new("c"), "[store]\nbackend = \"mysql\"").expect("parse");
+        assert!(raw.validate(Some(KEK)).expect_err("backend").to_string().contains("store.backend"));
+        assert!(RawConfig::default().validate(Some("short")).is_err());
+    }
+}

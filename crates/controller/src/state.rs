@@ -1,0 +1,281 @@
+//! The controller's shared state and its start-up: open the store, check the
+//! KEK, load or create the CA and the token-signing key, and issue the
+//! bootstrap admin credential on a fresh installation.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use umbra_pki::{CertificateAuthority, Kek};
+use umbra_store::{AdminTokenKind, AdminTokenRecord, AuditEvent, Outcome, SqliteStore, Store};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::password::Passwords;
+use crate::ratelimit::RateLimiter;
+use crate::secrets;
+use crate::tokens::{self, TokenSigner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] umbra_store::StoreError),
+    #[error(
+        "the key-encryption key (id {kek_id}) is not the one this store was created with; \
+         start with the original KEK"
+    )]
+    WrongKek { kek_id: String },
+    #[error("{what}: {message}")]
+    Init { what: &'static str, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+fn init(what: &'static str) -> impl FnOnce(String) -> StartError {
+    move |message| StartError::Init { what, message }
+}
+
+pub struct Controller {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub ca: CertificateAuthority,
+    pub signer: TokenSigner,
+    pub passwords: Passwords,
+    pub login_limiter: RateLimiter,
+    /// Where the bootstrap credential was written, if this start wrote one.
+    pub bootstrap_file: Option<PathBuf>,
+}
+
+/// Name of the bootstrap credential file inside `data_dir`.
+pub const BOOTSTRAP_FILE: &str = "bootstrap-admin-token";
+const CA_LIFETIME_SECS: i64 = 10 * 365 * 86400;
+
+impl Controller {
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::Write { path: config.data_dir.clone(), source })?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).await?);
+        Self::start_with_store(config, store, clock).await
+    }
+
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartError> {
+        let now = clock.now();
+        let kek = &config.kek;
+        check_kek(store.as_ref(), kek, now).await?;
+        let ca = load_or_create_ca(store.as_ref(), kek, &config, now).await?;
+        let key = load_or_create_sealed(store.as_ref(), kek, "token-signing-key", now, || {
+            tokens::generate_key()
+        })
+        .await?;
+        let signer = TokenSigner::from_pkcs8(&config.token_issuer, &key).map_err(init("token-signing key"))?;
+        let passwords = Passwords::new(&config.argon2).map_err(|e| StartError::Init {
+            what: "argon2 parameters",
+            message: e.to_string(),
+        })?;
+        let login_limiter = RateLimiter::new(config.login_rate_per_minute, config.login_burst);
+        let mut controller = Self {
+            config,
+            store,
+            clock,
+            ca,
+            signer,
+            passwords,
+            login_limiter,
+            bootstrap_file: None,
+        };
+        controller.bootstrap_file = controller.maybe_issue_bootstrap().await?;
+        Ok(Arc::new(controller))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Issues a bootstrap credential when nobody could administer this
+    /// controller otherwise: no usable admin token and no admin user.
+    async fn maybe_issue_bootstrap(&self) -> Result<Option<PathBuf>, StartError> {
+        let now = self.now();
+        let tokens = self.store.list_admin_tokens().await?;
+        let usable_api = tokens.iter().any(|t| {
+            t.kind == AdminTokenKind::Api && t.revoked_at.is_none() && t.expires_at > now
+        });
+        let admin_user = self
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .any(|u| u.role == umbra_proto::api::Role::Admin);
+        if usable_api || admin_user {
+            return Ok(None);
+        }
+        // Older unused bootstrap credentials are retired: only the file
+        // written now is valid.
+        for t in tokens.iter().filter(|t| t.kind == AdminTokenKind::Bootstrap && t.used_at.is_none()) {
+            self.store.revoke_admin_token(&t.id, now).await?;
+        }
+        let (record, token) = new_admin_token(
+            AdminTokenKind::Bootstrap,
+            "bootstrap",
+            "controller",
+            now,
+            self.config.bootstrap_token_ttl_secs,
+        );
+        self.store.create_admin_token(&record).await?;
+        let path = self.config.data_dir.join(BOOTSTRAP_FILE);
+        write_private(&path, &format!("{token}\n"))?;
+        self.audit_event("controller", None, "admin.bootstrap.issue", &format!("admin_token:{}", record.id), Outcome::Allow, "fresh installation", "")
+            .await
+            .map_err(|_| StartError::Init { what: "audit", message: "cannot record bootstrap".into() })?;
+        tracing::warn!(
+            path = %path.display(),
+            "no administrator exists yet: a one-time bootstrap admin credential was written; \
+             exchange it with `umbra admin bootstrap --token-file {}`",
+            path.display()
+        );
+        Ok(Some(path))
+    }
+
+    /// Appends an audit record. An error here means the record is not
+    /// durable: callers granting something must then refuse (fail closed).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audit_event(
+        &self,
+        actor: &str,
+        ip: Option<IpAddr>,
+        action: &str,
+        resource: &str,
+        outcome: Outcome,
+        reason: &str,
+        request_id: &str,
+    ) -> Result<(), Failure> {
+        let event = AuditEvent {
+            ts: self.now(),
+            actor: actor.to_owned(),
+            source_ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            outcome,
+            reason: reason.to_owned(),
+            request_id: request_id.to_owned(),
+        };
+        match outcome {
+            Outcome::Allow => tracing::info!(actor, action, resource, reason, request_id, "audit"),
+            _ => tracing::warn!(actor, action, resource, outcome = outcome.as_str(), reason, request_id, "audit"),
+        }
+        self.store.append_audit(&event).await.map(drop).map_err(|e| {
+            tracing::error!(error = %e, action, "audit record could not be written");
+            Failure::unavailable()
+        })
+    }
+
+    /// Mints an API admin credential directly (used by `umbra dev`, which
+    /// owns its data directory, and by the bootstrap exchange).
+    pub async fn issue_admin_token(&self, name: &str, created_by: &str) -> Result<(AdminTokenRecord, String), Failure> {
+        let (record, token) = new_admin_token(AdminTokenKind::Api, name, created_by, self.now(), self.config.admin_token_ttl_secs);
+        self.store.create_admin_token(&record).await?;
+        Ok((record, token))
+    }
+}
+
+/// A new admin credential record and its secret text (shown once).
+pub fn new_admin_token(
+    kind: AdminTokenKind,
+    name: &str,
+    created_by: &str,
+    now: i64,
+    ttl: i64,
+) -> (AdminTokenRecord, String) {
+    let id = secrets::random_id();
+    let secret = secrets::random_secret();
+    let prefix = match kind {
+        AdminTokenKind::Bootstrap => secrets::BOOTSTRAP_PREFIX,
+        AdminTokenKind::Api => secrets::ADMIN_PREFIX,
+    };
+    let token = format!("{prefix}.{id}.{secret}");
+    let record = AdminTokenRecord {
+        id,
+        name: name.to_owned(),
+        kind,
+        secret_hash: secrets::hash_secret(&secret),
+        created_by: created_by.to_owned(),
+        created_at: now,
+        expires_at: now + ttl,
+        used_at: None,
+        revoked_at: None,
+    };
+    (record, token)
+}
+
+/// Writes `text` to a new file readable by its owner only.
+pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| StartError::Write { path: path.to_owned(), source };
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+async fn check_kek(store: &dyn Store, kek: &Kek, now: i64) -> Result<(), StartError> {
+    const CONTEXT: &str = "kek-check";
+    let sealed = kek.seal(CONTEXT, b"umbra").map_err(|e| init("kek")(e.to_string()))?;
+    let stored = store.insert_secret_if_absent(CONTEXT, &sealed, now).await?;
+    match kek.open(CONTEXT, &stored) {
+        Ok(v) if v.as_slice() == b"umbra" => Ok(()),
+        _ => Err(StartError::WrongKek { kek_id: kek.id().to_owned() }),
+    }
+}
+
+async fn load_or_create_sealed(
+    store: &dyn Store,
+    kek: &Kek,
+    name: &'static str,
+    now: i64,
+    make: impl FnOnce() -> Result<zeroize::Zeroizing<Vec<u8>>, String>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StartError> {
+    let sealed = match store.secret(name).await? {
+        Some(s) => s,
+        None => {
+            let fresh = make().map_err(init(name))?;
+            let sealed = kek.seal(name, &fresh).map_err(|e| init(name)(e.to_string()))?;
+            // Two controllers starting at once agree on whichever won.
+            store.insert_secret_if_absent(name, &sealed, now).await?
+        }
+    };
+    kek.open(name, &sealed).map_err(|e| init(name)(e.to_string()))
+}
+
+async fn load_or_create_ca(
+    store: &dyn Store,
+    kek: &Kek,
+    config: &Config,
+    now: i64,
+) -> Result<CertificateAuthority, StartError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let td = config.trust_domain.clone();
+    let stored = match store.secret("ca").await? {
+        Some(s) => s,
+        None => {
+            let ca = CertificateAuthority::generate(td.clone(), now, CA_LIFETIME_SECS)
+                .map_err(|e| init("CA")(e.to_string()))?;
+            let sealed_key = kek.seal("ca-key", &ca.key_pkcs8()).map_err(|e| init("CA")(e.to_string()))?;
+            let value = format!("{}:{}", b64.encode(ca.cert_der()), sealed_key);
+            store.insert_secret_if_absent("ca", &value, now).await?
+        }
+    };
+    let (cert, sealed_key) = stored.split_once(':').ok_or_else(|| init("CA")("stored CA is malformed".into()))?;
+    let cert = b64.decode(cert).map_err(|e| init("CA")(e.to_string()))?;
+    let key = kek.open("ca-key", sealed_key).map_err(|e| init("CA key")(e.to_string()))?;
+    let ca = CertificateAuthority::from_parts(td, &cert, &key).map_err(|e| init("CA")(e.to_string()))?;
+    Ok(ca)
+}
