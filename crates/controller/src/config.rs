@@ -12,7 +12,10 @@ use umbra_pki::{Kek, TrustDomain};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration in {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{key}`: {message}")]
@@ -132,7 +135,10 @@ fn secs(key: &'static str, value: Option<u64>, default: u64, min: u64) -> Result
             message: format!("{v} is outside {min}..={MAX_LIFETIME} seconds"),
         });
     }
-    i64::try_from(v).map_err(|e| ConfigError::Invalid { key, message: e.to_string() })
+    i64::try_from(v).map_err(|e| ConfigError::Invalid {
+        key,
+        message: e.to_string(),
+    })
 }
 
 impl RawConfig {
@@ -144,8 +150,10 @@ impl RawConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(path, &text)
     }
 
@@ -153,29 +161,47 @@ impl RawConfig {
     /// passed in so that tests need not touch the process environment.
     pub fn validate(self, env_kek: Option<&str>) -> Result<Config, ConfigError> {
         let listen = self.listen.as_deref().unwrap_or("127.0.0.1:8443");
-        let listen = listen.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-            key: "listen",
-            message: format!("{listen:?}: {e}"),
-        })?;
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/umbra"));
+        let listen =
+            listen
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    key: "listen",
+                    message: format!("{listen:?}: {e}"),
+                })?;
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/umbra"));
         let trust_domain = TrustDomain::new(self.trust_domain.as_deref().unwrap_or("umbra.local"))
-            .map_err(|e| ConfigError::Invalid { key: "trust_domain", message: e.to_string() })?;
-        let server_names =
-            self.server_names.unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+            .map_err(|e| ConfigError::Invalid {
+                key: "trust_domain",
+                message: e.to_string(),
+            })?;
+        let server_names = self
+            .server_names
+            .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
         if server_names.is_empty() {
-            return Err(ConfigError::Invalid { key: "server_names", message: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "server_names",
+                message: "must not be empty".into(),
+            });
         }
         let kek = match (&self.kek_file, env_kek) {
             (Some(path), _) => {
                 let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::Invalid { key: "kek_file", message: format!("{}: {e}", path.display()) }
+                    ConfigError::Invalid {
+                        key: "kek_file",
+                        message: format!("{}: {e}", path.display()),
+                    }
                 })?);
                 Kek::from_base64(&text)
             }
             (None, Some(text)) => Kek::from_base64(text),
             (None, None) => return Err(ConfigError::MissingKek),
         }
-        .map_err(|e| ConfigError::Invalid { key: "kek_file / UMBRA_KEK", message: e.to_string() })?;
+        .map_err(|e| ConfigError::Invalid {
+            key: "kek_file / UMBRA_KEK",
+            message: e.to_string(),
+        })?;
 
         match self.store.backend.as_deref().unwrap_or("sqlite") {
             "sqlite" => {}
@@ -191,15 +217,26 @@ impl RawConfig {
         let a = self.auth;
         let lockout_threshold = a.lockout_threshold.unwrap_or(5);
         if lockout_threshold == 0 {
-            return Err(ConfigError::Invalid { key: "auth.lockout_threshold", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "auth.lockout_threshold",
+                message: "must be at least 1".into(),
+            });
         }
         let argon2 = Argon2Cost {
             memory_kib: a.argon2_memory_kib.unwrap_or(19 * 1024),
             iterations: a.argon2_iterations.unwrap_or(2),
             parallelism: a.argon2_parallelism.unwrap_or(1),
         };
-        argon2::Params::new(argon2.memory_kib, argon2.iterations, argon2.parallelism, None)
-            .map_err(|e| ConfigError::Invalid { key: "auth.argon2_*", message: e.to_string() })?;
+        argon2::Params::new(
+            argon2.memory_kib,
+            argon2.iterations,
+            argon2.parallelism,
+            None,
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "auth.argon2_*",
+            message: e.to_string(),
+        })?;
         let login_rate_per_minute = a.login_rate_per_minute.unwrap_or(30);
         let login_burst = a.login_burst.unwrap_or(10);
         if login_rate_per_minute == 0 || login_burst == 0 {
@@ -210,16 +247,25 @@ impl RawConfig {
         }
         let password_min_length = a.password_min_length.unwrap_or(12);
         if !(8..=128).contains(&password_min_length) {
-            return Err(ConfigError::Invalid { key: "auth.password_min_length", message: "must be 8..=128".into() });
+            return Err(ConfigError::Invalid {
+                key: "auth.password_min_length",
+                message: "must be 8..=128".into(),
+            });
         }
         let totp_issuer = a.totp_issuer.unwrap_or_else(|| "Umbra".into());
         if totp_issuer.contains(':') || totp_issuer.is_empty() {
-            return Err(ConfigError::Invalid { key: "auth.totp_issuer", message: "must be non-empty, without ':'".into() });
+            return Err(ConfigError::Invalid {
+                key: "auth.totp_issuer",
+                message: "must be non-empty, without ':'".into(),
+            });
         }
         let d = self.devices;
         let max_body_bytes = self.api.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(ConfigError::Invalid { key: "api.max_body_bytes", message: "must be 1024..=16777216".into() });
+            return Err(ConfigError::Invalid {
+                key: "api.max_body_bytes",
+                message: "must be 1024..=16777216".into(),
+            });
         }
         Ok(Config {
             listen,
@@ -254,7 +300,12 @@ impl RawConfig {
                 86400,
                 60,
             )?,
-            admin_token_ttl_secs: secs("admin.token_ttl_seconds", self.admin.token_ttl_seconds, 90 * 86400, 60)?,
+            admin_token_ttl_secs: secs(
+                "admin.token_ttl_seconds",
+                self.admin.token_ttl_seconds,
+                90 * 86400,
+                60,
+            )?,
             max_body_bytes,
             data_dir,
         })
@@ -269,10 +320,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
-        let err = RawConfig::from_toml(Path::new("c.toml"), "listen = \"127.0.0.1:1\"\nlisten_adress = 1\n")
-            .expect_err("unknown key");
+        let err = RawConfig::from_toml(
+            Path::new("c.toml"),
+            "listen = \"127.0.0.1:1\"\nlisten_adress = 1\n",
+        )
+        .expect_err("unknown key");
         assert!(err.to_string().contains("listen_adress"), "{err}");
-        let err = RawConfig::from_toml(Path::new("c.toml"), "[auth]\nlockout = 3\n").expect_err("nested");
+        let err =
+            RawConfig::from_toml(Path::new("c.toml"), "[auth]\nlockout = 3\n").expect_err("nested");
         assert!(err.to_string().contains("lockout"), "{err}");
     }
 
@@ -281,7 +336,14 @@ mod tests {
         let c = RawConfig::default().validate(Some(KEK)).expect("valid");
         assert_eq!(c.lockout_threshold, 5);
         assert_eq!(c.device_cert_lifetime_secs, 86400);
-        assert_eq!(c.argon2, Argon2Cost { memory_kib: 19456, iterations: 2, parallelism: 1 });
+        assert_eq!(
+            c.argon2,
+            Argon2Cost {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
         assert!(!format!("{c:?}").contains(KEK));
     }
 
@@ -289,12 +351,33 @@ mod tests {
     fn bad_values_name_their_key() {
         let err = RawConfig::default().validate(None).expect_err("no kek");
         assert!(matches!(err, ConfigError::MissingKek));
-        let raw = RawConfig::from_toml(Path::new("c"), "trust_domain = \"Bad Domain\"").expect("parse");
-        assert!(raw.validate(Some(KEK)).expect_err("td").to_string().contains("trust_domain"));
-        let raw = RawConfig::from_toml(Path::new("c"), "[devices]\ncertificate_lifetime_seconds = 1").expect("parse");
-        assert!(raw.validate(Some(KEK)).expect_err("lifetime").to_string().contains("certificate_lifetime"));
-        let raw = RawConfig::from_toml(Path::new("c"), "[store]\nbackend = \"mysql\"").expect("parse");
-        assert!(raw.validate(Some(KEK)).expect_err("backend").to_string().contains("store.backend"));
+        let raw =
+            RawConfig::from_toml(Path::new("c"), "trust_domain = \"Bad Domain\"").expect("parse");
+        assert!(
+            raw.validate(Some(KEK))
+                .expect_err("td")
+                .to_string()
+                .contains("trust_domain")
+        );
+        let raw = RawConfig::from_toml(
+            Path::new("c"),
+            "[devices]\ncertificate_lifetime_seconds = 1",
+        )
+        .expect("parse");
+        assert!(
+            raw.validate(Some(KEK))
+                .expect_err("lifetime")
+                .to_string()
+                .contains("certificate_lifetime")
+        );
+        let raw =
+            RawConfig::from_toml(Path::new("c"), "[store]\nbackend = \"mysql\"").expect("parse");
+        assert!(
+            raw.validate(Some(KEK))
+                .expect_err("backend")
+                .to_string()
+                .contains("store.backend")
+        );
         assert!(RawConfig::default().validate(Some("short")).is_err());
     }
 }

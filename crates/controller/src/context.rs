@@ -34,14 +34,20 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Fail closed: a request without peer information did not come
         // through the accept loop and is not trusted.
-        let peer = parts.extensions.get::<PeerInfo>().cloned().ok_or_else(Failure::internal)?;
+        let peer = parts
+            .extensions
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(Failure::internal)?;
         let bearer = parts
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
             });
         Ok(Self {
             request_id: current_request_id().unwrap_or_default(),

@@ -24,7 +24,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// The one refusal every authentication failure gets on the wire.
@@ -52,7 +56,9 @@ impl Failure {
 impl From<umbra_store::StoreError> for Failure {
     fn from(e: umbra_store::StoreError) -> Self {
         match e {
-            umbra_store::StoreError::Conflict(what) => Self::new(ErrorCode::Conflict, format!("{what} already exists")),
+            umbra_store::StoreError::Conflict(what) => {
+                Self::new(ErrorCode::Conflict, format!("{what} already exists"))
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::unavailable()
@@ -63,9 +69,14 @@ impl From<umbra_store::StoreError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
-            error: ApiError { code: self.code, message: self.message, request_id: current_request_id() },
+            error: ApiError {
+                code: self.code,
+                message: self.message,
+                request_id: current_request_id(),
+            },
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after

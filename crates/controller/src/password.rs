@@ -23,8 +23,12 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 impl Passwords {
     pub fn new(cost: &Argon2Cost) -> Result<Self, argon2::Error> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)?;
-        let dummy = hash_with(&params, b"umbra-dummy-password").map_err(|_| argon2::Error::OutputTooShort)?;
-        Ok(Self { params, dummy: std::sync::Arc::new(dummy) })
+        let dummy = hash_with(&params, b"umbra-dummy-password")
+            .map_err(|_| argon2::Error::OutputTooShort)?;
+        Ok(Self {
+            params,
+            dummy: std::sync::Arc::new(dummy),
+        })
     }
 
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, String> {
@@ -39,8 +43,12 @@ impl Passwords {
         let real = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.as_ref().clone());
         let ok = tokio::task::spawn_blocking(move || {
-            let Ok(hash) = PasswordHash::new(&stored) else { return false };
-            Argon2::default().verify_password(password.as_bytes(), &hash).is_ok()
+            let Ok(hash) = PasswordHash::new(&stored) else {
+                return false;
+            };
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
         })
         .await
         .unwrap_or(false);
@@ -50,7 +58,10 @@ impl Passwords {
 
 fn hash_with(params: &Params, password: &[u8]) -> Result<String, String> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    argon.hash_password(password).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -59,11 +70,25 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let p = Passwords::new(&Argon2Cost { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 }).expect("params");
-        let h = p.hash(Zeroizing::new("correct horse".into())).await.expect("hash");
+        let p = Passwords::new(&Argon2Cost {
+            memory_kib: 8 * 1024,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .expect("params");
+        let h = p
+            .hash(Zeroizing::new("correct horse".into()))
+            .await
+            .expect("hash");
         assert!(h.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{h}");
-        assert!(p.verify(Zeroizing::new("correct horse".into()), Some(h.clone())).await);
+        assert!(
+            p.verify(Zeroizing::new("correct horse".into()), Some(h.clone()))
+                .await
+        );
         assert!(!p.verify(Zeroizing::new("wrong".into()), Some(h)).await);
-        assert!(!p.verify(Zeroizing::new("umbra-dummy-password".into()), None).await);
+        assert!(
+            !p.verify(Zeroizing::new("umbra-dummy-password".into()), None)
+                .await
+        );
     }
 }

@@ -27,12 +27,19 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_minute: u32, burst: u32) -> Self {
-        Self { per_minute: f64::from(per_minute), burst: f64::from(burst), buckets: Mutex::default() }
+        Self {
+            per_minute: f64::from(per_minute),
+            burst: f64::from(burst),
+            buckets: Mutex::default(),
+        }
     }
 
     /// Takes one token for `ip` at `now`; `Err(retry_after_secs)` if none.
     pub fn check(&self, ip: IpAddr, now: i64) -> Result<(), u64> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let (rate, burst) = (self.per_minute, self.burst);
             buckets.retain(|_, b| refill(b.tokens, b.updated, now, rate, burst) < burst);
@@ -40,7 +47,10 @@ impl RateLimiter {
                 return Err(60);
             }
         }
-        let b = buckets.entry(ip).or_insert(Bucket { tokens: self.burst, updated: now });
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
         b.tokens = refill(b.tokens, b.updated, now, self.per_minute, self.burst);
         b.updated = now;
         if b.tokens >= 1.0 {

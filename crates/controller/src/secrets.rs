@@ -32,7 +32,10 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 pub fn hash_matches(secret: &str, stored_hash: &str) -> bool {
-    hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_secret(secret)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 /// A parsed `<prefix>.<a>.<b>` credential.
@@ -47,7 +50,8 @@ pub fn split<'a>(prefix: &str, token: &'a str) -> Option<Parts<'a>> {
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     (ok(middle) && ok(secret)).then_some(Parts { middle, secret })
 }

@@ -92,7 +92,10 @@ pub async fn run(
         });
     }
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing remaining connections");
     }
     tracing::info!("controller stopped");
@@ -102,12 +105,24 @@ pub async fn run(
 /// Certificate refusals are security events and go to the audit trail;
 /// other handshake failures (scanners, timeouts) only to the debug log.
 async fn handshake_failed(controller: &Controller, addr: std::net::SocketAddr, e: &std::io::Error) {
-    let tls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let tls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match tls_error {
-        Some(err @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)) => {
+        Some(
+            err @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
+        ) => {
             let reason = format!("client_certificate_refused: {err}");
             controller
-                .audit_event("-", Some(addr.ip()), "tls.handshake", "-", Outcome::Deny, &reason, "")
+                .audit_event(
+                    "-",
+                    Some(addr.ip()),
+                    "tls.handshake",
+                    "-",
+                    Outcome::Deny,
+                    &reason,
+                    "",
+                )
                 .await
                 .ok();
         }

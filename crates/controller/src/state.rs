@@ -29,7 +29,10 @@ pub enum StartError {
     #[error("{what}: {message}")]
     Init { what: &'static str, message: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn init(what: &'static str) -> impl FnOnce(String) -> StartError {
@@ -54,8 +57,10 @@ const CA_LIFETIME_SECS: i64 = 10 * 365 * 86400;
 
 impl Controller {
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::Write { path: config.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Write {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).await?);
         Self::start_with_store(config, store, clock).await
     }
@@ -73,7 +78,8 @@ impl Controller {
             tokens::generate_key()
         })
         .await?;
-        let signer = TokenSigner::from_pkcs8(&config.token_issuer, &key).map_err(init("token-signing key"))?;
+        let signer = TokenSigner::from_pkcs8(&config.token_issuer, &key)
+            .map_err(init("token-signing key"))?;
         let passwords = Passwords::new(&config.argon2).map_err(|e| StartError::Init {
             what: "argon2 parameters",
             message: e.to_string(),
@@ -102,9 +108,9 @@ impl Controller {
     async fn maybe_issue_bootstrap(&self) -> Result<Option<PathBuf>, StartError> {
         let now = self.now();
         let tokens = self.store.list_admin_tokens().await?;
-        let usable_api = tokens.iter().any(|t| {
-            t.kind == AdminTokenKind::Api && t.revoked_at.is_none() && t.expires_at > now
-        });
+        let usable_api = tokens
+            .iter()
+            .any(|t| t.kind == AdminTokenKind::Api && t.revoked_at.is_none() && t.expires_at > now);
         let admin_user = self
             .store
             .list_users()
@@ -116,7 +122,10 @@ impl Controller {
         }
         // Older unused bootstrap credentials are retired: only the file
         // written now is valid.
-        for t in tokens.iter().filter(|t| t.kind == AdminTokenKind::Bootstrap && t.used_at.is_none()) {
+        for t in tokens
+            .iter()
+            .filter(|t| t.kind == AdminTokenKind::Bootstrap && t.used_at.is_none())
+        {
             self.store.revoke_admin_token(&t.id, now).await?;
         }
         let (record, token) = new_admin_token(
@@ -129,9 +138,20 @@ impl Controller {
         self.store.create_admin_token(&record).await?;
         let path = self.config.data_dir.join(BOOTSTRAP_FILE);
         write_private(&path, &format!("{token}\n"))?;
-        self.audit_event("controller", None, "admin.bootstrap.issue", &format!("admin_token:{}", record.id), Outcome::Allow, "fresh installation", "")
-            .await
-            .map_err(|_| StartError::Init { what: "audit", message: "cannot record bootstrap".into() })?;
+        self.audit_event(
+            "controller",
+            None,
+            "admin.bootstrap.issue",
+            &format!("admin_token:{}", record.id),
+            Outcome::Allow,
+            "fresh installation",
+            "",
+        )
+        .await
+        .map_err(|_| StartError::Init {
+            what: "audit",
+            message: "cannot record bootstrap".into(),
+        })?;
         tracing::warn!(
             path = %path.display(),
             "no administrator exists yet: a one-time bootstrap admin credential was written; \
@@ -166,18 +186,40 @@ impl Controller {
         };
         match outcome {
             Outcome::Allow => tracing::info!(actor, action, resource, reason, request_id, "audit"),
-            _ => tracing::warn!(actor, action, resource, outcome = outcome.as_str(), reason, request_id, "audit"),
+            _ => tracing::warn!(
+                actor,
+                action,
+                resource,
+                outcome = outcome.as_str(),
+                reason,
+                request_id,
+                "audit"
+            ),
         }
-        self.store.append_audit(&event).await.map(drop).map_err(|e| {
-            tracing::error!(error = %e, action, "audit record could not be written");
-            Failure::unavailable()
-        })
+        self.store
+            .append_audit(&event)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                tracing::error!(error = %e, action, "audit record could not be written");
+                Failure::unavailable()
+            })
     }
 
     /// Mints an API admin credential directly (used by `umbra dev`, which
     /// owns its data directory, and by the bootstrap exchange).
-    pub async fn issue_admin_token(&self, name: &str, created_by: &str) -> Result<(AdminTokenRecord, String), Failure> {
-        let (record, token) = new_admin_token(AdminTokenKind::Api, name, created_by, self.now(), self.config.admin_token_ttl_secs);
+    pub async fn issue_admin_token(
+        &self,
+        name: &str,
+        created_by: &str,
+    ) -> Result<(AdminTokenRecord, String), Failure> {
+        let (record, token) = new_admin_token(
+            AdminTokenKind::Api,
+            name,
+            created_by,
+            self.now(),
+            self.config.admin_token_ttl_secs,
+        );
         self.store.create_admin_token(&record).await?;
         Ok((record, token))
     }
@@ -216,10 +258,18 @@ pub fn new_admin_token(
 pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), StartError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| StartError::Write { path: path.to_owned(), source };
+    let err = |source| StartError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -227,11 +277,15 @@ pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), StartErro
 
 async fn check_kek(store: &dyn Store, kek: &Kek, now: i64) -> Result<(), StartError> {
     const CONTEXT: &str = "kek-check";
-    let sealed = kek.seal(CONTEXT, b"umbra").map_err(|e| init("kek")(e.to_string()))?;
+    let sealed = kek
+        .seal(CONTEXT, b"umbra")
+        .map_err(|e| init("kek")(e.to_string()))?;
     let stored = store.insert_secret_if_absent(CONTEXT, &sealed, now).await?;
     match kek.open(CONTEXT, &stored) {
         Ok(v) if v.as_slice() == b"umbra" => Ok(()),
-        _ => Err(StartError::WrongKek { kek_id: kek.id().to_owned() }),
+        _ => Err(StartError::WrongKek {
+            kek_id: kek.id().to_owned(),
+        }),
     }
 }
 
@@ -246,12 +300,15 @@ async fn load_or_create_sealed(
         Some(s) => s,
         None => {
             let fresh = make().map_err(init(name))?;
-            let sealed = kek.seal(name, &fresh).map_err(|e| init(name)(e.to_string()))?;
+            let sealed = kek
+                .seal(name, &fresh)
+                .map_err(|e| init(name)(e.to_string()))?;
             // Two controllers starting at once agree on whichever won.
             store.insert_secret_if_absent(name, &sealed, now).await?
         }
     };
-    kek.open(name, &sealed).map_err(|e| init(name)(e.to_string()))
+    kek.open(name, &sealed)
+        .map_err(|e| init(name)(e.to_string()))
 }
 
 async fn load_or_create_ca(
@@ -268,14 +325,21 @@ async fn load_or_create_ca(
         None => {
             let ca = CertificateAuthority::generate(td.clone(), now, CA_LIFETIME_SECS)
                 .map_err(|e| init("CA")(e.to_string()))?;
-            let sealed_key = kek.seal("ca-key", &ca.key_pkcs8()).map_err(|e| init("CA")(e.to_string()))?;
+            let sealed_key = kek
+                .seal("ca-key", &ca.key_pkcs8())
+                .map_err(|e| init("CA")(e.to_string()))?;
             let value = format!("{}:{}", b64.encode(ca.cert_der()), sealed_key);
             store.insert_secret_if_absent("ca", &value, now).await?
         }
     };
-    let (cert, sealed_key) = stored.split_once(':').ok_or_else(|| init("CA")("stored CA is malformed".into()))?;
+    let (cert, sealed_key) = stored
+        .split_once(':')
+        .ok_or_else(|| init("CA")("stored CA is malformed".into()))?;
     let cert = b64.decode(cert).map_err(|e| init("CA")(e.to_string()))?;
-    let key = kek.open("ca-key", sealed_key).map_err(|e| init("CA key")(e.to_string()))?;
-    let ca = CertificateAuthority::from_parts(td, &cert, &key).map_err(|e| init("CA")(e.to_string()))?;
+    let key = kek
+        .open("ca-key", sealed_key)
+        .map_err(|e| init("CA key")(e.to_string()))?;
+    let ca =
+        CertificateAuthority::from_parts(td, &cert, &key).map_err(|e| init("CA")(e.to_string()))?;
     Ok(ca)
 }

@@ -68,13 +68,17 @@ pub struct TokenSigner {
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner").field("kid", &self.kid).field("key", &"***").finish()
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.kid)
+            .field("key", &"***")
+            .finish()
     }
 }
 
 /// A fresh P-256 key, PKCS#8 DER.
 pub fn generate_key() -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     Ok(zeroize::Zeroizing::new(key.serialize_der()))
 }
 
@@ -83,7 +87,8 @@ impl TokenSigner {
         let key = rcgen::KeyPair::try_from(pkcs8).map_err(|e| e.to_string())?;
         let kid = hex::encode(&Sha256::digest(key.public_key_raw())[..8]);
         let encoding = EncodingKey::from_ec_der(pkcs8);
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).map_err(|e| e.to_string())?;
+        let mut jwk =
+            Jwk::from_encoding_key(&encoding, Algorithm::ES256).map_err(|e| e.to_string())?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
@@ -117,15 +122,21 @@ impl TokenSigner {
             return Err(TokenError::Malformed);
         }
         let header_b64 = token.split('.').next().ok_or(TokenError::Malformed)?;
-        let header = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| TokenError::Malformed)?;
-        let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
+        let header = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
         match header.get("alg").and_then(|a| a.as_str()) {
             Some("ES256") => {}
             Some(a) if a.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
             Some(_) => return Err(TokenError::AlgorithmRefused),
             None => return Err(TokenError::Malformed),
         }
-        let kid = header.get("kid").and_then(|k| k.as_str()).ok_or(TokenError::UnknownKey)?;
+        let kid = header
+            .get("kid")
+            .and_then(|k| k.as_str())
+            .ok_or(TokenError::UnknownKey)?;
         let key = self.decoding.get(kid).ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::ES256);
         // Expiry is checked below against the injectable clock, not the
@@ -170,7 +181,9 @@ mod tests {
             iat: 1000,
             nbf: 1000,
             exp,
-            cnf: Confirmation { x5t_s256: "abc".into() },
+            cnf: Confirmation {
+                x5t_s256: "abc".into(),
+            },
         }
     }
 
@@ -191,7 +204,10 @@ mod tests {
         let jwks = serde_json::to_value(s.jwks()).expect("jwks");
         assert_eq!(jwks["keys"][0]["kty"], "EC");
         assert_eq!(jwks["keys"][0]["crv"], "P-256");
-        assert!(jwks["keys"][0].get("d").is_none(), "no private part in the JWKS");
+        assert!(
+            jwks["keys"][0].get("d").is_none(),
+            "no private part in the JWKS"
+        );
     }
 
     #[test]
@@ -202,24 +218,35 @@ mod tests {
         // Bad signature: claims changed under the old signature.
         let mut c = claims(2000);
         c.sub = "admin".into();
-        let forged = format!("{}.{}.{}", parts[0], b64(&serde_json::to_value(&c).expect("c")), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_value(&c).expect("c")),
+            parts[2]
+        );
         assert_eq!(s.verify(&forged, 1500), Err(TokenError::BadSignature));
         // Signed by another key that claims our kid.
-        let other = TokenSigner::from_pkcs8("umbra", &generate_key().expect("key")).expect("signer");
+        let other =
+            TokenSigner::from_pkcs8("umbra", &generate_key().expect("key")).expect("signer");
         let foreign = other.sign(&claims(2000)).expect("sign");
         let fp: Vec<&str> = foreign.split('.').collect();
         let spliced = format!("{}.{}.{}", parts[0], fp[1], fp[2]);
         assert_eq!(s.verify(&spliced, 1500), Err(TokenError::BadSignature));
         assert_eq!(s.verify(&foreign, 1500), Err(TokenError::UnknownKey));
         // alg: none.
-        let none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})), parts[1]);
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            parts[1]
+        );
         assert_eq!(s.verify(&none, 1500), Err(TokenError::AlgNone));
         // HS256 keyed with the public JWK (algorithm confusion).
         let kid = s.jwks().keys[0].common.key_id.clone();
         let pubkey = serde_json::to_vec(&s.jwks().keys[0]).expect("jwk");
         let mut h = Header::new(Algorithm::HS256);
         h.kid = kid;
-        let hs = jsonwebtoken::encode(&h, &claims(2000), &EncodingKey::from_secret(&pubkey)).expect("hs");
+        let hs = jsonwebtoken::encode(&h, &claims(2000), &EncodingKey::from_secret(&pubkey))
+            .expect("hs");
         assert_eq!(s.verify(&hs, 1500), Err(TokenError::AlgorithmRefused));
         // Garbage.
         assert_eq!(s.verify("not.a.jwt", 1500), Err(TokenError::Malformed));

@@ -44,8 +44,15 @@ pub fn provisioning(secret: &[u8], issuer: &str, account: &str) -> Result<Provis
     let totp = build(secret, issuer, account)?;
     let uri = totp.to_url().map_err(|e| e.to_string())?;
     let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|e| e.to_string())?;
-    let qr_svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build();
-    Ok(Provisioning { secret_base32: totp.secret().to_base32(), uri, qr_svg })
+    let qr_svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    Ok(Provisioning {
+        secret_base32: totp.secret().to_base32(),
+        uri,
+        qr_svg,
+    })
 }
 
 /// The QR code of `uri` for a terminal (two rows of modules per line).
@@ -65,7 +72,8 @@ pub fn verify(secret: &[u8], code: &str, now: i64) -> Option<i64> {
     }
     let now = u64::try_from(now).ok()?;
     let totp = build(secret, "x", "").ok()?;
-    totp.check(code, now).and_then(|step| i64::try_from(step).ok())
+    totp.check(code, now)
+        .and_then(|step| i64::try_from(step).ok())
 }
 
 #[cfg(test)]
@@ -78,7 +86,12 @@ mod tests {
 
     #[test]
     fn rfc6238_vectors() {
-        for (t, code) in [(59, "287082"), (1_111_111_109, "081804"), (1_234_567_890, "005924"), (2_000_000_000, "279037")] {
+        for (t, code) in [
+            (59, "287082"),
+            (1_111_111_109, "081804"),
+            (1_234_567_890, "005924"),
+            (2_000_000_000, "279037"),
+        ] {
             assert_eq!(verify(RFC_SECRET, code, t), Some(t / 30), "t={t}");
         }
     }
@@ -96,7 +109,11 @@ mod tests {
     #[test]
     fn provisioning_uri_and_qr() {
         let p = provisioning(RFC_SECRET, "Umbra", "alice").expect("provision");
-        assert!(p.uri.starts_with("otpauth://totp/Umbra:alice?"), "{}", p.uri);
+        assert!(
+            p.uri.starts_with("otpauth://totp/Umbra:alice?"),
+            "{}",
+            p.uri
+        );
         assert!(p.uri.contains("secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"));
         assert!(p.qr_svg.starts_with("<?xml") && p.qr_svg.contains("<svg"));
         assert!(terminal_qr(&p.uri).expect("qr").lines().count() > 10);

@@ -93,7 +93,9 @@ impl CertificateAuthority {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| PkiError::Certificate(e.to_string()))?;
         if parsed.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-            return Err(PkiError::Certificate("CA certificate does not match its key".into()));
+            return Err(PkiError::Certificate(
+                "CA certificate does not match its key".into(),
+            ));
         }
         Self::from_parts_inner(trust_domain, cert_der, key)
     }
@@ -106,7 +108,13 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)?;
         let cert_pem = pem_encode("CERTIFICATE", &cert_der);
         let pin = Sha256::digest(&cert_der).into();
-        Ok(Self { trust_domain, cert_der, cert_pem, issuer, pin })
+        Ok(Self {
+            trust_domain,
+            cert_der,
+            cert_pem,
+            issuer,
+            pin,
+        })
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -147,9 +155,10 @@ impl CertificateAuthority {
         dn.push(DnType::OrganizationName, "Umbra");
         dn.push(DnType::CommonName, device_id);
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(
-            spiffe.try_into().map_err(|e: rcgen::Error| PkiError::Certificate(e.to_string()))?,
-        )];
+        params.subject_alt_names =
+            vec![SanType::URI(spiffe.try_into().map_err(
+                |e: rcgen::Error| PkiError::Certificate(e.to_string()),
+            )?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, &public_key, now, lifetime_secs)
@@ -167,7 +176,10 @@ impl CertificateAuthority {
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Umbra");
-        dn.push(DnType::CommonName, names.first().map_or("umbra", String::as_str));
+        dn.push(
+            DnType::CommonName,
+            names.first().map_or("umbra", String::as_str),
+        );
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -261,21 +273,31 @@ mod tests {
     fn csr(key: &KeyPair) -> String {
         let mut params = CertificateParams::new(vec!["evil.example".to_string()]).expect("params");
         params.distinguished_name.push(DnType::CommonName, "admin");
-        params.serialize_request(key).expect("csr").pem().expect("pem")
+        params
+            .serialize_request(key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
     }
 
     #[test]
     fn device_certificate_carries_only_the_spiffe_id() {
         let ca = ca();
         let key = KeyPair::generate().expect("key");
-        let issued = ca.sign_device_csr(&csr(&key), "dev-1", NOW, 86400).expect("sign");
+        let issued = ca
+            .sign_device_csr(&csr(&key), "dev-1", NOW, 86400)
+            .expect("sign");
         let peer = PeerCertificate::parse(&issued.der, ca.trust_domain()).expect("parse");
         assert_eq!(peer.device_id, "dev-1");
         assert_eq!(peer.serial, issued.serial);
         assert_eq!(peer.not_after, NOW + 86400);
         let (_, x509) = x509_parser::parse_x509_certificate(&issued.der).expect("x509");
         let sans = x509.subject_alternative_name().expect("ext").expect("san");
-        assert_eq!(sans.value.general_names.len(), 1, "the CSR's DNS SAN must be dropped");
+        assert_eq!(
+            sans.value.general_names.len(),
+            1,
+            "the CSR's DNS SAN must be dropped"
+        );
         assert!(!issued.pem.contains("evil"));
     }
 
@@ -287,7 +309,9 @@ mod tests {
         // Flip a byte inside the signature (the tail of the DER).
         let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         use base64::Engine as _;
-        let mut der = base64::engine::general_purpose::STANDARD.decode(der_b64).expect("b64");
+        let mut der = base64::engine::general_purpose::STANDARD
+            .decode(der_b64)
+            .expect("b64");
         let n = der.len() - 3;
         der[n] ^= 0x55;
         let forged = pem_encode("CERTIFICATE REQUEST", &der);
@@ -300,9 +324,15 @@ mod tests {
     #[test]
     fn garbage_and_oversized_csrs_are_refused() {
         let ca = ca();
-        assert!(matches!(ca.sign_device_csr("hello", "d", NOW, 60), Err(PkiError::CsrInvalid(_))));
+        assert!(matches!(
+            ca.sign_device_csr("hello", "d", NOW, 60),
+            Err(PkiError::CsrInvalid(_))
+        ));
         let big = "A".repeat(MAX_CSR_PEM + 1);
-        assert!(matches!(ca.sign_device_csr(&big, "d", NOW, 60), Err(PkiError::CsrTooLarge { .. })));
+        assert!(matches!(
+            ca.sign_device_csr(&big, "d", NOW, 60),
+            Err(PkiError::CsrTooLarge { .. })
+        ));
     }
 
     #[test]

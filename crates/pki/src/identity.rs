@@ -35,13 +35,17 @@ impl PeerCertificate {
             GeneralName::URI(u) => Some(*u),
             _ => None,
         });
-        let uri = uris.next().ok_or_else(|| PkiError::Certificate("no URI SAN".into()))?;
+        let uri = uris
+            .next()
+            .ok_or_else(|| PkiError::Certificate("no URI SAN".into()))?;
         if uris.next().is_some() {
             return Err(PkiError::Certificate("more than one URI SAN".into()));
         }
         let device_id = trust_domain
             .parse_device_id(uri)
-            .ok_or_else(|| PkiError::Certificate(format!("{uri:?} is not a device of this trust domain")))?
+            .ok_or_else(|| {
+                PkiError::Certificate(format!("{uri:?} is not a device of this trust domain"))
+            })?
             .to_owned();
         use base64::Engine as _;
         Ok(Self {

@@ -31,10 +31,16 @@ impl Kek {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PkiError> {
         if bytes.len() != Self::LEN {
-            return Err(PkiError::KekLength { expected: Self::LEN, got: bytes.len() });
+            return Err(PkiError::KekLength {
+                expected: Self::LEN,
+                got: bytes.len(),
+            });
         }
-        let key = RandomizedNonceKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| PkiError::KekLength { expected: Self::LEN, got: bytes.len() })?;
+        let key =
+            RandomizedNonceKey::new(&AES_256_GCM, bytes).map_err(|_| PkiError::KekLength {
+                expected: Self::LEN,
+                got: bytes.len(),
+            })?;
         // A public identifier: lets operators and the store tell which KEK
         // sealed a value without revealing anything about the key.
         let digest = Sha256::digest([b"umbra-kek-id:".as_slice(), bytes].concat());
@@ -104,7 +110,10 @@ impl Kek {
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kek").field("id", &self.id).field("key", &"***").finish()
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .field("key", &"***")
+            .finish()
     }
 }
 
@@ -121,13 +130,19 @@ mod tests {
         let k = kek(7);
         let sealed = k.seal("totp:u1", b"JBSWY3DPEHPK3PXP").expect("seal");
         assert!(!sealed.contains("JBSWY3DP"));
-        assert_eq!(k.open("totp:u1", &sealed).expect("open").as_slice(), b"JBSWY3DPEHPK3PXP");
+        assert_eq!(
+            k.open("totp:u1", &sealed).expect("open").as_slice(),
+            b"JBSWY3DPEHPK3PXP"
+        );
     }
 
     #[test]
     fn nonces_differ() {
         let k = kek(7);
-        assert_ne!(k.seal("c", b"x").expect("seal"), k.seal("c", b"x").expect("seal"));
+        assert_ne!(
+            k.seal("c", b"x").expect("seal"),
+            k.seal("c", b"x").expect("seal")
+        );
     }
 
     #[test]
@@ -135,20 +150,35 @@ mod tests {
         let k = kek(7);
         let sealed = k.seal("totp:u1", b"secret").expect("seal");
         assert!(matches!(k.open("totp:u2", &sealed), Err(PkiError::Unseal)));
-        assert!(matches!(kek(8).open("totp:u1", &sealed), Err(PkiError::Unseal)));
+        assert!(matches!(
+            kek(8).open("totp:u1", &sealed),
+            Err(PkiError::Unseal)
+        ));
         let mut bytes = sealed.into_bytes();
         let last = bytes.len() - 2;
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).expect("ascii");
         assert!(k.open("totp:u1", &tampered).is_err());
-        assert!(matches!(k.open("c", "v2.abc"), Err(PkiError::SealedFormat(_))));
-        assert!(matches!(k.open("c", "v1.AAAA"), Err(PkiError::SealedFormat(_))));
+        assert!(matches!(
+            k.open("c", "v2.abc"),
+            Err(PkiError::SealedFormat(_))
+        ));
+        assert!(matches!(
+            k.open("c", "v1.AAAA"),
+            Err(PkiError::SealedFormat(_))
+        ));
     }
 
     #[test]
     fn bad_key_material_is_refused() {
-        assert!(matches!(Kek::from_bytes(&[0; 16]), Err(PkiError::KekLength { got: 16, .. })));
-        assert!(matches!(Kek::from_base64("not base64!"), Err(PkiError::KekEncoding(_))));
+        assert!(matches!(
+            Kek::from_bytes(&[0; 16]),
+            Err(PkiError::KekLength { got: 16, .. })
+        ));
+        assert!(matches!(
+            Kek::from_base64("not base64!"),
+            Err(PkiError::KekEncoding(_))
+        ));
         let (k, text) = Kek::generate().expect("generate");
         assert_eq!(Kek::from_base64(&text).expect("parse").id(), k.id());
         assert!(!format!("{k:?}").contains(text.as_str()));

@@ -19,7 +19,11 @@ impl TrustDomain {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if ok { Ok(Self(name.to_owned())) } else { Err(PkiError::TrustDomain(name.to_owned())) }
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(PkiError::TrustDomain(name.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -32,7 +36,9 @@ impl TrustDomain {
 
     /// The device id in `uri` if it is a device SPIFFE ID of this trust domain.
     pub fn parse_device_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
-        let rest = uri.strip_prefix("spiffe://")?.strip_prefix(self.0.as_str())?;
+        let rest = uri
+            .strip_prefix("spiffe://")?
+            .strip_prefix(self.0.as_str())?;
         let id = rest.strip_prefix("/device/")?;
         let valid = !id.is_empty()
             && id.len() <= 64
@@ -69,6 +75,9 @@ mod tests {
         assert_eq!(td.parse_device_id("spiffe://umbra.localx/device/a"), None);
         assert_eq!(td.parse_device_id("spiffe://other/device/a"), None);
         assert_eq!(td.parse_device_id("spiffe://umbra.local/ns/a/sa/b"), None);
-        assert_eq!(td.parse_device_id("spiffe://umbra.local/device/a/../b"), None);
+        assert_eq!(
+            td.parse_device_id("spiffe://umbra.local/device/a/../b"),
+            None
+        );
     }
 }

@@ -21,7 +21,9 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| PkiError::Tls(e.to_string()))?;
+    roots
+        .add(ca.clone())
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
     Ok(Arc::new(roots))
 }
 

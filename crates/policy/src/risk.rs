@@ -82,9 +82,21 @@ pub fn login_risk(s: &LoginSignals<'_>) -> (u8, Vec<&'static str>) {
             reasons.push(why);
         }
     };
-    add(!s.posture.disk_encryption, WEIGHT_NO_DISK_ENCRYPTION, "disk_not_encrypted");
-    add(!s.posture.antivirus_status, WEIGHT_NO_ANTIVIRUS, "antivirus_inactive");
-    add(!s.posture.firewall_enabled, WEIGHT_NO_FIREWALL, "firewall_disabled");
+    add(
+        !s.posture.disk_encryption,
+        WEIGHT_NO_DISK_ENCRYPTION,
+        "disk_not_encrypted",
+    );
+    add(
+        !s.posture.antivirus_status,
+        WEIGHT_NO_ANTIVIRUS,
+        "antivirus_inactive",
+    );
+    add(
+        !s.posture.firewall_enabled,
+        WEIGHT_NO_FIREWALL,
+        "firewall_disabled",
+    );
     let stale = s.last_scan.is_none_or(|t| s.now - t > MAX_SCAN_AGE_SECS);
     add(stale, WEIGHT_STALE_SCAN, "scan_stale_or_unknown");
     let failures = s.recent_failures.min(4);
@@ -115,8 +127,12 @@ mod tests {
     #[test]
     fn healthy_device_scores_zero_and_gets_an_hour() {
         let p = posture(true);
-        let (score, why) =
-            login_risk(&LoginSignals { posture: &p, last_scan: Some(99), now: 100, recent_failures: 0 });
+        let (score, why) = login_risk(&LoginSignals {
+            posture: &p,
+            last_scan: Some(99),
+            now: 100,
+            recent_failures: 0,
+        });
         assert_eq!((score, why.len()), (0, 0));
         assert_eq!(RiskBands::default().session_lifetime(score), Some(3600));
     }
@@ -124,8 +140,12 @@ mod tests {
     #[test]
     fn weak_posture_and_failures_add_up() {
         let p = posture(false);
-        let (score, why) =
-            login_risk(&LoginSignals { posture: &p, last_scan: None, now: 100, recent_failures: 9 });
+        let (score, why) = login_risk(&LoginSignals {
+            posture: &p,
+            last_scan: None,
+            now: 100,
+            recent_failures: 9,
+        });
         assert_eq!(score, 10 + 10 + 5 + 5 + 20);
         assert_eq!(why.len(), 5);
         assert_eq!(RiskBands::default().session_lifetime(score), Some(1800));
@@ -139,6 +159,22 @@ mod tests {
             .map(|&s| b.session_lifetime(s))
             .collect();
         let s = Some;
-        assert_eq!(got, [s(3600), s(3600), s(1800), s(1800), s(1800), s(1800), s(900), s(900), None, None, None, None]);
+        assert_eq!(
+            got,
+            [
+                s(3600),
+                s(3600),
+                s(1800),
+                s(1800),
+                s(1800),
+                s(1800),
+                s(900),
+                s(900),
+                None,
+                None,
+                None,
+                None
+            ]
+        );
     }
 }

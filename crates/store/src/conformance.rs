@@ -20,7 +20,11 @@ async fn user(store: &dyn Store, name: &str) -> UserRecord {
         })
         .await
         .expect("create user");
-    store.user_by_name(name).await.expect("read").expect("exists")
+    store
+        .user_by_name(name)
+        .await
+        .expect("read")
+        .expect("exists")
 }
 
 fn cert(serial: &str, device: &str) -> CertificateRecord {
@@ -65,7 +69,9 @@ async fn enrolled(store: &dyn Store, name: &str) -> (UserRecord, String, String)
     token(store, &hash, &u.id, NOW + 600).await;
     let dev = format!("d-{name}");
     let serial = format!("s-{name}");
-    let out = store.enroll_device(&hash, NOW, &device(&dev, &u.id), &cert(&serial, &dev)).await;
+    let out = store
+        .enroll_device(&hash, NOW, &device(&dev, &u.id), &cert(&serial, &dev))
+        .await;
     assert_eq!(out.expect("enroll"), EnrollOutcome::Enrolled);
     (u, dev, serial)
 }
@@ -110,19 +116,47 @@ pub async fn users_and_groups(store: &dyn Store) {
 pub async fn lockout_counts_and_expires(store: &dyn Store) {
     let u = user(store, "bob").await;
     for i in 1..5 {
-        let s = store.record_login_failure(&u.id, NOW, 5, 900).await.expect("fail");
-        assert_eq!(s, LockState { failed_logins: i, locked_until: None });
+        let s = store
+            .record_login_failure(&u.id, NOW, 5, 900)
+            .await
+            .expect("fail");
+        assert_eq!(
+            s,
+            LockState {
+                failed_logins: i,
+                locked_until: None
+            }
+        );
     }
-    let s = store.record_login_failure(&u.id, NOW, 5, 900).await.expect("fail");
+    let s = store
+        .record_login_failure(&u.id, NOW, 5, 900)
+        .await
+        .expect("fail");
     assert_eq!(s.locked_until, Some(NOW + 900));
     // More failures while locked do not extend the lock.
-    let s = store.record_login_failure(&u.id, NOW + 10, 5, 900).await.expect("fail");
+    let s = store
+        .record_login_failure(&u.id, NOW + 10, 5, 900)
+        .await
+        .expect("fail");
     assert_eq!(s.locked_until, Some(NOW + 900));
     // After expiry the count starts over.
-    let s = store.record_login_failure(&u.id, NOW + 901, 5, 900).await.expect("fail");
-    assert_eq!(s, LockState { failed_logins: 1, locked_until: None });
+    let s = store
+        .record_login_failure(&u.id, NOW + 901, 5, 900)
+        .await
+        .expect("fail");
+    assert_eq!(
+        s,
+        LockState {
+            failed_logins: 1,
+            locked_until: None
+        }
+    );
     assert!(store.unlock_user(&u.id, NOW).await.expect("unlock"));
-    let u = store.user_by_id(&u.id).await.expect("read").expect("exists");
+    let u = store
+        .user_by_id(&u.id)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!((u.failed_logins, u.locked_until), (0, None));
 }
 
@@ -133,60 +167,163 @@ pub async fn totp_steps_are_single_use(store: &dyn Store) {
     assert!(!store.consume_totp_step(&u.id, 99).await.expect("older"));
     assert!(store.consume_totp_step(&u.id, 101).await.expect("next"));
     assert!(store.reset_totp(&u.id, "v1.new", NOW).await.expect("reset"));
-    assert!(store.consume_totp_step(&u.id, 50).await.expect("after reset"));
+    assert!(
+        store
+            .consume_totp_step(&u.id, 50)
+            .await
+            .expect("after reset")
+    );
 }
 
 pub async fn enrollment_tokens_are_single_use_and_atomic(store: &dyn Store) {
     let (u, dev, _) = enrolled(store, "dave").await;
-    assert_eq!(store.device(&dev).await.expect("read").expect("exists").user_name, "dave");
+    assert_eq!(
+        store
+            .device(&dev)
+            .await
+            .expect("read")
+            .expect("exists")
+            .user_name,
+        "dave"
+    );
     // Reuse.
-    let again = store.enroll_device("h-dave", NOW, &device("d2", &u.id), &cert("s2", "d2")).await;
+    let again = store
+        .enroll_device("h-dave", NOW, &device("d2", &u.id), &cert("s2", "d2"))
+        .await;
     assert_eq!(again.expect("enroll"), EnrollOutcome::TokenUsed);
     // Unknown and expired.
-    let unknown = store.enroll_device("nope", NOW, &device("d3", &u.id), &cert("s3", "d3")).await;
+    let unknown = store
+        .enroll_device("nope", NOW, &device("d3", &u.id), &cert("s3", "d3"))
+        .await;
     assert_eq!(unknown.expect("enroll"), EnrollOutcome::TokenUnknown);
     token(store, "old", &u.id, NOW - 1).await;
-    let old = store.enroll_device("old", NOW, &device("d4", &u.id), &cert("s4", "d4")).await;
+    let old = store
+        .enroll_device("old", NOW, &device("d4", &u.id), &cert("s4", "d4"))
+        .await;
     assert_eq!(old.expect("enroll"), EnrollOutcome::TokenExpired);
     // A token is bound to its user.
     let other = user(store, "eve").await;
     token(store, "for-dave", &u.id, NOW + 60).await;
-    let stolen =
-        store.enroll_device("for-dave", NOW, &device("d5", &other.id), &cert("s5", "d5")).await;
+    let stolen = store
+        .enroll_device("for-dave", NOW, &device("d5", &other.id), &cert("s5", "d5"))
+        .await;
     assert_ne!(stolen.expect("enroll"), EnrollOutcome::Enrolled);
     // A failure after the token was taken (duplicate serial) rolls it all back.
     token(store, "fresh", &u.id, NOW + 60).await;
-    let dup = store.enroll_device("fresh", NOW, &device("d6", &u.id), &cert("s-dave", "d6")).await;
+    let dup = store
+        .enroll_device("fresh", NOW, &device("d6", &u.id), &cert("s-dave", "d6"))
+        .await;
     assert!(dup.is_err());
     assert!(store.device("d6").await.expect("read").is_none());
-    let t = store.enrollment_token("fresh").await.expect("read").expect("exists");
-    assert_eq!(t.used_at, None, "token must not be consumed by a failed enrollment");
+    let t = store
+        .enrollment_token("fresh")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        t.used_at, None,
+        "token must not be consumed by a failed enrollment"
+    );
     assert_eq!(store.list_devices().await.expect("list").len(), 1);
 }
 
 pub async fn revocation_cascades(store: &dyn Store) {
     let (u, dev, serial) = enrolled(store, "frank").await;
-    store.open_session(&session("sess-1", &u, &dev, &serial)).await.expect("open");
-    assert!(store.session("sess-1").await.expect("read").expect("exists").is_live(NOW));
+    store
+        .open_session(&session("sess-1", &u, &dev, &serial))
+        .await
+        .expect("open");
+    assert!(
+        store
+            .session("sess-1")
+            .await
+            .expect("read")
+            .expect("exists")
+            .is_live(NOW)
+    );
     assert_eq!(store.list_sessions(Some(NOW)).await.expect("list").len(), 1);
-    assert!(store.set_device_status(&dev, DeviceStatus::Revoked, NOW + 1).await.expect("revoke"));
-    let s = store.session("sess-1").await.expect("read").expect("exists");
+    assert!(
+        store
+            .set_device_status(&dev, DeviceStatus::Revoked, NOW + 1)
+            .await
+            .expect("revoke")
+    );
+    let s = store
+        .session("sess-1")
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(s.revoked_reason.as_deref(), Some("device revoked"));
-    let c = store.certificate(&serial).await.expect("read").expect("exists");
+    let c = store
+        .certificate(&serial)
+        .await
+        .expect("read")
+        .expect("exists");
     assert!(c.revoked_at.is_some());
     // Revoked devices cannot be re-approved.
-    assert!(!store.set_device_status(&dev, DeviceStatus::Approved, NOW + 2).await.expect("approve"));
-    assert!(store.list_sessions(Some(NOW)).await.expect("list").is_empty());
+    assert!(
+        !store
+            .set_device_status(&dev, DeviceStatus::Approved, NOW + 2)
+            .await
+            .expect("approve")
+    );
+    assert!(
+        store
+            .list_sessions(Some(NOW))
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     let (g, gdev, gserial) = enrolled(store, "grace").await;
-    store.open_session(&session("sess-2", &g, &gdev, &gserial)).await.expect("open");
-    assert!(store.set_user_status(&g.id, UserStatus::Suspended, NOW).await.expect("suspend"));
-    assert!(!store.session("sess-2").await.expect("read").expect("exists").is_live(NOW));
-    store.open_session(&session("sess-3", &g, &gdev, &gserial)).await.expect("open");
-    assert!(store.revoke_certificate(&gserial, NOW, "key compromise").await.expect("revoke"));
-    assert!(!store.revoke_certificate(&gserial, NOW, "again").await.expect("revoke"));
-    assert!(!store.session("sess-3").await.expect("read").expect("exists").is_live(NOW));
-    assert!(!store.revoke_session("sess-3", NOW, "x").await.expect("revoke"));
+    store
+        .open_session(&session("sess-2", &g, &gdev, &gserial))
+        .await
+        .expect("open");
+    assert!(
+        store
+            .set_user_status(&g.id, UserStatus::Suspended, NOW)
+            .await
+            .expect("suspend")
+    );
+    assert!(
+        !store
+            .session("sess-2")
+            .await
+            .expect("read")
+            .expect("exists")
+            .is_live(NOW)
+    );
+    store
+        .open_session(&session("sess-3", &g, &gdev, &gserial))
+        .await
+        .expect("open");
+    assert!(
+        store
+            .revoke_certificate(&gserial, NOW, "key compromise")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_certificate(&gserial, NOW, "again")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .session("sess-3")
+            .await
+            .expect("read")
+            .expect("exists")
+            .is_live(NOW)
+    );
+    assert!(
+        !store
+            .revoke_session("sess-3", NOW, "x")
+            .await
+            .expect("revoke")
+    );
 }
 
 pub async fn bootstrap_exchanges_once(store: &dyn Store) {
@@ -202,12 +339,31 @@ pub async fn bootstrap_exchanges_once(store: &dyn Store) {
         revoked_at: None,
     };
     store.create_admin_token(&boot).await.expect("create");
-    let api = |id: &str| AdminTokenRecord { id: id.into(), kind: AdminTokenKind::Api, ..boot.clone() };
-    assert!(store.exchange_bootstrap_token("boot", NOW, &api("a1")).await.expect("exchange"));
-    assert!(!store.exchange_bootstrap_token("boot", NOW, &api("a2")).await.expect("again"));
+    let api = |id: &str| AdminTokenRecord {
+        id: id.into(),
+        kind: AdminTokenKind::Api,
+        ..boot.clone()
+    };
+    assert!(
+        store
+            .exchange_bootstrap_token("boot", NOW, &api("a1"))
+            .await
+            .expect("exchange")
+    );
+    assert!(
+        !store
+            .exchange_bootstrap_token("boot", NOW, &api("a2"))
+            .await
+            .expect("again")
+    );
     assert!(store.admin_token("a2").await.expect("read").is_none());
     // An API token is not a bootstrap token.
-    assert!(!store.exchange_bootstrap_token("a1", NOW, &api("a3")).await.expect("api"));
+    assert!(
+        !store
+            .exchange_bootstrap_token("a1", NOW, &api("a3"))
+            .await
+            .expect("api")
+    );
     assert!(store.revoke_admin_token("a1", NOW).await.expect("revoke"));
     assert_eq!(store.list_admin_tokens().await.expect("list").len(), 2);
 }
@@ -231,10 +387,28 @@ pub async fn audit_appends_in_order(store: &dyn Store) {
     let all = store.audit_after(0, 10).await.expect("read");
     assert_eq!(all.len(), 3);
     let rest = store.audit_after(all[0].id, 10).await.expect("read");
-    assert_eq!(rest.iter().map(|r| r.resource.as_str()).collect::<Vec<_>>(), ["user:1", "user:2"]);
-    assert_eq!(store.insert_secret_if_absent("ca", "one", NOW).await.expect("put"), "one");
-    assert_eq!(store.insert_secret_if_absent("ca", "two", NOW).await.expect("put"), "one");
-    assert_eq!(store.secret("ca").await.expect("get").as_deref(), Some("one"));
+    assert_eq!(
+        rest.iter().map(|r| r.resource.as_str()).collect::<Vec<_>>(),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        store
+            .insert_secret_if_absent("ca", "one", NOW)
+            .await
+            .expect("put"),
+        "one"
+    );
+    assert_eq!(
+        store
+            .insert_secret_if_absent("ca", "two", NOW)
+            .await
+            .expect("put"),
+        "one"
+    );
+    assert_eq!(
+        store.secret("ca").await.expect("get").as_deref(),
+        Some("one")
+    );
 }
 
 /// Runs each check on a fresh store from `make`.

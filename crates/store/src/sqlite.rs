@@ -215,8 +215,10 @@ fn audit_row(row: &SqliteRow) -> Result<AuditRecord> {
     })
 }
 
-const SESSION_SELECT: &str = "SELECT s.*, u.name AS user_name FROM sessions s JOIN users u ON u.id = s.user_id";
-const DEVICE_SELECT: &str = "SELECT d.*, u.name AS user_name FROM devices d JOIN users u ON u.id = d.user_id";
+const SESSION_SELECT: &str =
+    "SELECT s.*, u.name AS user_name FROM sessions s JOIN users u ON u.id = s.user_id";
+const DEVICE_SELECT: &str =
+    "SELECT d.*, u.name AS user_name FROM devices d JOIN users u ON u.id = d.user_id";
 
 /// Revokes every live session matching `column = value` inside `tx`.
 async fn revoke_sessions_where(
@@ -237,7 +239,12 @@ async fn revoke_sessions_where(
             "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE cert_serial = ? AND revoked_at IS NULL"
         }
     };
-    let done = sqlx::query(sql).bind(now).bind(reason).bind(value).execute(&mut **tx).await?;
+    let done = sqlx::query(sql)
+        .bind(now)
+        .bind(reason)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -300,11 +307,13 @@ impl Store for SqliteStore {
             other => other,
         })?;
         for group in &user.groups {
-            sqlx::query("INSERT INTO user_groups (user_id, grp) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(&user.id)
-                .bind(group)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO user_groups (user_id, grp) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&user.id)
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -312,19 +321,27 @@ impl Store for SqliteStore {
 
     async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
         let sql = const_format(USER_COLUMNS, "WHERE u.name = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_row).transpose()
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
         let sql = const_format(USER_COLUMNS, "WHERE u.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_row).transpose()
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         let sql = const_format(USER_COLUMNS, "ORDER BY u.name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(user_row).collect()
     }
 
@@ -470,16 +487,22 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if used.rows_affected() != 1 {
-            let row = sqlx::query("SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?")
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
             tx.rollback().await?;
             return Ok(match row {
                 None => EnrollOutcome::TokenUnknown,
                 Some(r) => {
                     let used_at: Option<i64> = r.try_get("used_at")?;
-                    if used_at.is_some() { EnrollOutcome::TokenUsed } else { EnrollOutcome::TokenExpired }
+                    if used_at.is_some() {
+                        EnrollOutcome::TokenUsed
+                    } else {
+                        EnrollOutcome::TokenExpired
+                    }
                 }
             });
         }
@@ -503,13 +526,18 @@ impl Store for SqliteStore {
 
     async fn device(&self, id: &str) -> Result<Option<DeviceRecord>> {
         let sql = format!("{DEVICE_SELECT} WHERE d.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(device_row).transpose()
     }
 
     async fn list_devices(&self) -> Result<Vec<DeviceRecord>> {
         let sql = format!("{DEVICE_SELECT} ORDER BY d.created_at, d.id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(device_row).collect()
     }
 
@@ -557,7 +585,14 @@ impl Store for SqliteStore {
         .bind(serial)
         .execute(&mut *tx)
         .await?;
-        revoke_sessions_where(&mut tx, SessionsBy::Certificate, serial, now, "certificate revoked").await?;
+        revoke_sessions_where(
+            &mut tx,
+            SessionsBy::Certificate,
+            serial,
+            now,
+            "certificate revoked",
+        )
+        .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -588,7 +623,10 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let sql = format!("{SESSION_SELECT} WHERE s.id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(session_row).transpose()
     }
 
@@ -598,11 +636,16 @@ impl Store for SqliteStore {
                 let sql = format!(
                     "{SESSION_SELECT} WHERE s.revoked_at IS NULL AND s.expires_at > ? ORDER BY s.created_at"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&self.pool).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?
             }
             None => {
                 let sql = format!("{SESSION_SELECT} ORDER BY s.created_at");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.iter().map(session_row).collect()
@@ -665,11 +708,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_admin_token(&self, id: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -705,7 +750,10 @@ fn const_format(columns: &str, tail: &str) -> String {
     format!("SELECT {columns} FROM users u {tail}")
 }
 
-async fn insert_certificate(tx: &mut Transaction<'static, Sqlite>, c: &CertificateRecord) -> Result<()> {
+async fn insert_certificate(
+    tx: &mut Transaction<'static, Sqlite>,
+    c: &CertificateRecord,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO certificates (serial, device_id, not_before, not_after, created_at) VALUES (?, ?, ?, ?, ?)",
     )
@@ -745,7 +793,9 @@ mod tests {
 
     async fn fresh() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("umbra.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("umbra.db"))
+            .await
+            .expect("open");
         (store, dir)
     }
 
@@ -759,16 +809,28 @@ mod tests {
             .execute(&store.pool)
             .await;
         assert!(edit.is_err(), "update must be refused");
-        let delete = sqlx::query("DELETE FROM audit_log").execute(&store.pool).await;
+        let delete = sqlx::query("DELETE FROM audit_log")
+            .execute(&store.pool)
+            .await;
         assert!(delete.is_err(), "delete must be refused");
         store.pool.close().await;
-        let again = SqliteStore::open(&dir.path().join("umbra.db")).await.expect("reopen");
+        let again = SqliteStore::open(&dir.path().join("umbra.db"))
+            .await
+            .expect("reopen");
         assert_eq!(again.audit_after(0, 10).await.expect("read").len(), 3);
-        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&again.pool).await
-            .expect("pragma").try_get(0).expect("col");
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&again.pool)
+            .await
+            .expect("pragma")
+            .try_get(0)
+            .expect("col");
         assert_eq!(mode, "wal");
-        let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&again.pool).await
-            .expect("pragma").try_get(0).expect("col");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&again.pool)
+            .await
+            .expect("pragma")
+            .try_get(0)
+            .expect("col");
         assert_eq!(sync, 2, "synchronous=FULL");
     }
 }

@@ -1,1 +1,110 @@
-fn main(){}
+//! `umbra`: one binary for the controller, the admin CLI and `umbra dev`.
+//! CLI wiring only; the work happens in the library crates.
+
+mod admin;
+mod client;
+mod dev;
+mod device;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "umbra",
+    version,
+    about = "Zero-trust access platform and software-defined perimeter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (identities, CA, sessions, audit, API).
+    Controller {
+        /// TOML configuration file (see docs/config.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Administer a running controller.
+    Admin(admin::AdminArgs),
+    /// Everything on one machine with an embedded store, for trying Umbra.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UMBRA_LOG").unwrap_or_else(|_| {
+        let default = match cli.command {
+            Command::Admin(_) => "warn",
+            _ => "info",
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Controller { config } => run_controller(config).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_controller(path: PathBuf) -> Result<()> {
+    let raw = umbra_controller::config::RawConfig::load(&path)?;
+    let env_kek = zeroize::Zeroizing::new(std::env::var("UMBRA_KEK").ok());
+    let config = raw.validate(env_kek.as_deref())?;
+    let listen = config.listen;
+    let controller =
+        umbra_controller::Controller::start(config, Arc::new(umbra_controller::clock::SystemClock))
+            .await
+            .context("starting the controller")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    umbra_controller::server::run(controller, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM cancels `token`: one shutdown path for everything.
+pub fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}

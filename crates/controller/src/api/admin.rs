@@ -28,9 +28,23 @@ use crate::{Controller, secrets, totp};
 type C = State<Arc<Controller>>;
 
 impl Admin {
-    async fn audit(&self, c: &Controller, action: &str, resource: &str, reason: &str) -> ApiResult<()> {
-        c.audit_event(&self.actor, Some(self.ctx.ip), action, resource, Outcome::Allow, reason, &self.ctx.request_id)
-            .await
+    async fn audit(
+        &self,
+        c: &Controller,
+        action: &str,
+        resource: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
+        c.audit_event(
+            &self.actor,
+            Some(self.ctx.ip),
+            action,
+            resource,
+            Outcome::Allow,
+            reason,
+            &self.ctx.request_id,
+        )
+        .await
     }
 }
 
@@ -65,15 +79,25 @@ fn provisioning(c: &Controller, secret: &[u8], user: &str) -> ApiResult<TotpProv
         tracing::error!(error = %e, "TOTP provisioning failed");
         Failure::internal()
     })?;
-    Ok(TotpProvisioning { secret: p.secret_base32, uri: p.uri, qr_svg: p.qr_svg })
+    Ok(TotpProvisioning {
+        secret: p.secret_base32,
+        uri: p.uri,
+        qr_svg: p.qr_svg,
+    })
 }
 
 fn seal_totp(c: &Controller, user_id: &str, secret: &[u8]) -> ApiResult<String> {
-    c.config.kek.seal(&format!("totp:{user_id}"), secret).map_err(|_| Failure::internal())
+    c.config
+        .kek
+        .seal(&format!("totp:{user_id}"), secret)
+        .map_err(|_| Failure::internal())
 }
 
 async fn user_named(c: &Controller, name: &str) -> ApiResult<UserRecord> {
-    c.store.user_by_name(name).await?.ok_or_else(|| Failure::not_found("user"))
+    c.store
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| Failure::not_found("user"))
 }
 
 // ---- bootstrap ---------------------------------------------------------------
@@ -83,25 +107,48 @@ pub async fn bootstrap(State(c): C, ctx: RequestContext) -> ApiResult<Json<Admin
     let refuse = |reason: &'static str| {
         let (c, ctx) = (c.clone(), ctx.clone());
         async move {
-            c.audit_event("-", Some(ctx.ip), "admin.bootstrap.exchange", "-", Outcome::Deny, reason, &ctx.request_id)
-                .await
-                .ok();
+            c.audit_event(
+                "-",
+                Some(ctx.ip),
+                "admin.bootstrap.exchange",
+                "-",
+                Outcome::Deny,
+                reason,
+                &ctx.request_id,
+            )
+            .await
+            .ok();
             Failure::auth()
         }
     };
-    let Some(parts) = ctx.bearer.as_deref().and_then(|t| secrets::split(secrets::BOOTSTRAP_PREFIX, t)) else {
+    let Some(parts) = ctx
+        .bearer
+        .as_deref()
+        .and_then(|t| secrets::split(secrets::BOOTSTRAP_PREFIX, t))
+    else {
         return Err(refuse("bootstrap_token_malformed").await);
     };
     let Some(record) = c.store.admin_token(parts.middle).await? else {
         return Err(refuse("bootstrap_token_unknown").await);
     };
-    if record.kind != AdminTokenKind::Bootstrap || !secrets::hash_matches(parts.secret, &record.secret_hash) {
+    if record.kind != AdminTokenKind::Bootstrap
+        || !secrets::hash_matches(parts.secret, &record.secret_hash)
+    {
         return Err(refuse("bootstrap_token_bad_secret").await);
     }
     let now = c.now();
-    let (replacement, token) =
-        new_admin_token(AdminTokenKind::Api, "bootstrap-admin", "bootstrap", now, c.config.admin_token_ttl_secs);
-    if !c.store.exchange_bootstrap_token(&record.id, now, &replacement).await? {
+    let (replacement, token) = new_admin_token(
+        AdminTokenKind::Api,
+        "bootstrap-admin",
+        "bootstrap",
+        now,
+        c.config.admin_token_ttl_secs,
+    );
+    if !c
+        .store
+        .exchange_bootstrap_token(&record.id, now, &replacement)
+        .await?
+    {
         let reason = if record.used_at.is_some() {
             "bootstrap_token_used"
         } else if record.revoked_at.is_some() {
@@ -140,10 +187,14 @@ pub async fn create_user(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<Json<CreateUserResponse>> {
     if !valid_name(&req.name) {
-        return Err(Failure::invalid("name: 1-64 characters of letters, digits and ._@-, starting with a letter or digit"));
+        return Err(Failure::invalid(
+            "name: 1-64 characters of letters, digits and ._@-, starting with a letter or digit",
+        ));
     }
     if let Some(bad) = req.groups.iter().find(|g| !valid_name(g)) {
-        return Err(Failure::invalid(format!("groups: {bad:?} is not a valid group name")));
+        return Err(Failure::invalid(format!(
+            "groups: {bad:?} is not a valid group name"
+        )));
     }
     if req.groups.len() > 64 {
         return Err(Failure::invalid("groups: at most 64"));
@@ -159,7 +210,10 @@ pub async fn create_user(
             }
             (Zeroizing::new(p), false)
         }
-        None => (Zeroizing::new(secrets::random_secret()[..24].to_owned()), true),
+        None => (
+            Zeroizing::new(secrets::random_secret()[..24].to_owned()),
+            true,
+        ),
     };
     let returned = generated.then(|| password.to_string());
     let hash = c.passwords.hash(password).await.map_err(|e| {
@@ -181,18 +235,39 @@ pub async fn create_user(
             now,
         })
         .await?;
-    admin.audit(&c, "user.create", &format!("user:{}", req.name), &format!("role {}", req.role.as_str())).await?;
+    admin
+        .audit(
+            &c,
+            "user.create",
+            &format!("user:{}", req.name),
+            &format!("role {}", req.role.as_str()),
+        )
+        .await?;
     let user = user_named(&c, &req.name).await?;
-    Ok(Json(CreateUserResponse { user: user_view(&user, now), password: returned, totp: totp_view }))
+    Ok(Json(CreateUserResponse {
+        user: user_view(&user, now),
+        password: returned,
+        totp: totp_view,
+    }))
 }
 
 pub async fn list_users(State(c): C, _admin: Admin) -> ApiResult<Json<List<User>>> {
     let now = c.now();
-    let items = c.store.list_users().await?.iter().map(|u| user_view(u, now)).collect();
+    let items = c
+        .store
+        .list_users()
+        .await?
+        .iter()
+        .map(|u| user_view(u, now))
+        .collect();
     Ok(Json(List { items }))
 }
 
-pub async fn get_user(State(c): C, _admin: Admin, Path(name): Path<String>) -> ApiResult<Json<User>> {
+pub async fn get_user(
+    State(c): C,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<User>> {
     Ok(Json(user_view(&user_named(&c, &name).await?, c.now())))
 }
 
@@ -207,11 +282,15 @@ pub async fn user_action(
     let resource = format!("user:{name}");
     let totp = match action.as_str() {
         "suspend" => {
-            c.store.set_user_status(&user.id, UserStatus::Suspended, now).await?;
+            c.store
+                .set_user_status(&user.id, UserStatus::Suspended, now)
+                .await?;
             None
         }
         "resume" => {
-            c.store.set_user_status(&user.id, UserStatus::Active, now).await?;
+            c.store
+                .set_user_status(&user.id, UserStatus::Active, now)
+                .await?;
             None
         }
         "unlock" => {
@@ -220,18 +299,24 @@ pub async fn user_action(
         }
         "reset-totp" => {
             let secret = totp::generate_secret();
-            c.store.reset_totp(&user.id, &seal_totp(&c, &user.id, &secret)?, now).await?;
+            c.store
+                .reset_totp(&user.id, &seal_totp(&c, &user.id, &secret)?, now)
+                .await?;
             Some(provisioning(&c, &secret, &user.name)?)
         }
         _ => return Err(Failure::not_found("action")),
     };
-    admin.audit(&c, &format!("user.{action}"), &resource, "").await?;
+    admin
+        .audit(&c, &format!("user.{action}"), &resource, "")
+        .await?;
     let user = user_view(&user_named(&c, &name).await?, now);
-    Ok(Json(match totp {
-        Some(totp) => serde_json::to_value(ResetTotpResponse { user, totp }),
-        None => serde_json::to_value(user),
-    }
-    .map_err(|_| Failure::internal())?))
+    Ok(Json(
+        match totp {
+            Some(totp) => serde_json::to_value(ResetTotpResponse { user, totp }),
+            None => serde_json::to_value(user),
+        }
+        .map_err(|_| Failure::internal())?,
+    ))
 }
 
 // ---- enrollment tokens ---------------------------------------------------------
@@ -262,16 +347,35 @@ pub async fn create_enrollment_token(
     };
     c.store.create_enrollment_token(&record).await?;
     admin
-        .audit(&c, "enrollment_token.create", &format!("enrollment_token:{}", record.id), &format!("for user {}", user.name))
+        .audit(
+            &c,
+            "enrollment_token.create",
+            &format!("enrollment_token:{}", record.id),
+            &format!("for user {}", user.name),
+        )
         .await?;
-    let token = format!("{}.{}.{secret}", secrets::ENROLLMENT_PREFIX, secrets::pin_text(&c.ca.pin()));
-    Ok(Json(EnrollmentToken { token, user: user.name, expires_at: rfc3339(record.expires_at) }))
+    let token = format!(
+        "{}.{}.{secret}",
+        secrets::ENROLLMENT_PREFIX,
+        secrets::pin_text(&c.ca.pin())
+    );
+    Ok(Json(EnrollmentToken {
+        token,
+        user: user.name,
+        expires_at: rfc3339(record.expires_at),
+    }))
 }
 
 // ---- devices and certificates ------------------------------------------------------
 
 pub async fn list_devices(State(c): C, _admin: Admin) -> ApiResult<Json<List<Device>>> {
-    let items = c.store.list_devices().await?.iter().map(|d| device_view(d, &c)).collect::<ApiResult<_>>()?;
+    let items = c
+        .store
+        .list_devices()
+        .await?
+        .iter()
+        .map(|d| device_view(d, &c))
+        .collect::<ApiResult<_>>()?;
     Ok(Json(List { items }))
 }
 
@@ -286,11 +390,24 @@ pub async fn device_action(
         "revoke" => DeviceStatus::Revoked,
         _ => return Err(Failure::not_found("action")),
     };
-    let device = c.store.device(&id).await?.ok_or_else(|| Failure::not_found("device"))?;
-    if !c.store.set_device_status(&device.id, status, c.now()).await? {
-        return Err(Failure::new(ErrorCode::Conflict, "device is revoked; enroll it again"));
+    let device = c
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("device"))?;
+    if !c
+        .store
+        .set_device_status(&device.id, status, c.now())
+        .await?
+    {
+        return Err(Failure::new(
+            ErrorCode::Conflict,
+            "device is revoked; enroll it again",
+        ));
     }
-    admin.audit(&c, &format!("device.{action}"), &format!("device:{id}"), "").await?;
+    admin
+        .audit(&c, &format!("device.{action}"), &format!("device:{id}"), "")
+        .await?;
     let device = c.store.device(&id).await?.ok_or_else(Failure::internal)?;
     Ok(Json(device_view(&device, &c)?))
 }
@@ -309,14 +426,31 @@ pub async fn revoke_certificate(
     Query(q): Query<RevokeBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let serial = serial.to_ascii_lowercase();
-    let reason = q.reason.unwrap_or_else(|| "revoked by administrator".into());
+    let reason = q
+        .reason
+        .unwrap_or_else(|| "revoked by administrator".into());
     if reason.len() > 256 {
         return Err(Failure::invalid("reason: at most 256 bytes"));
     }
-    c.store.certificate(&serial).await?.ok_or_else(|| Failure::not_found("certificate"))?;
-    let changed = c.store.revoke_certificate(&serial, c.now(), &reason).await?;
-    admin.audit(&c, "certificate.revoke", &format!("certificate:{serial}"), &reason).await?;
-    Ok(Json(serde_json::json!({ "serial": serial, "revoked": true, "changed": changed })))
+    c.store
+        .certificate(&serial)
+        .await?
+        .ok_or_else(|| Failure::not_found("certificate"))?;
+    let changed = c
+        .store
+        .revoke_certificate(&serial, c.now(), &reason)
+        .await?;
+    admin
+        .audit(
+            &c,
+            "certificate.revoke",
+            &format!("certificate:{serial}"),
+            &reason,
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "serial": serial, "revoked": true, "changed": changed }),
+    ))
 }
 
 // ---- sessions -------------------------------------------------------------------------
@@ -327,16 +461,37 @@ pub struct SessionQuery {
     pub all: bool,
 }
 
-pub async fn list_sessions(State(c): C, _admin: Admin, Query(q): Query<SessionQuery>) -> ApiResult<Json<List<Session>>> {
+pub async fn list_sessions(
+    State(c): C,
+    _admin: Admin,
+    Query(q): Query<SessionQuery>,
+) -> ApiResult<Json<List<Session>>> {
     let live_at = (!q.all).then(|| c.now());
-    let items = c.store.list_sessions(live_at).await?.iter().map(super::auth::session_view).collect();
+    let items = c
+        .store
+        .list_sessions(live_at)
+        .await?
+        .iter()
+        .map(super::auth::session_view)
+        .collect();
     Ok(Json(List { items }))
 }
 
-pub async fn revoke_session(State(c): C, admin: Admin, Path(id): Path<String>) -> ApiResult<Json<Session>> {
-    c.store.session(&id).await?.ok_or_else(|| Failure::not_found("session"))?;
-    c.store.revoke_session(&id, c.now(), "revoked by administrator").await?;
-    admin.audit(&c, "session.revoke", &format!("session:{id}"), "").await?;
+pub async fn revoke_session(
+    State(c): C,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Session>> {
+    c.store
+        .session(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("session"))?;
+    c.store
+        .revoke_session(&id, c.now(), "revoked by administrator")
+        .await?;
+    admin
+        .audit(&c, "session.revoke", &format!("session:{id}"), "")
+        .await?;
     let s = c.store.session(&id).await?.ok_or_else(Failure::internal)?;
     Ok(Json(super::auth::session_view(&s)))
 }
@@ -349,17 +504,32 @@ pub async fn create_admin_token(
     ApiJson(req): ApiJson<CreateAdminTokenRequest>,
 ) -> ApiResult<Json<AdminTokenResponse>> {
     if !valid_name(&req.name) {
-        return Err(Failure::invalid("name: 1-64 characters of letters, digits and ._@-"));
+        return Err(Failure::invalid(
+            "name: 1-64 characters of letters, digits and ._@-",
+        ));
     }
     let ttl = match req.ttl_seconds {
         None => c.config.admin_token_ttl_secs,
         Some(t) if (60..=365 * 86400).contains(&t) => t as i64,
         Some(_) => return Err(Failure::invalid("ttl_seconds: must be 60..=31536000")),
     };
-    let (record, token) = new_admin_token(AdminTokenKind::Api, &req.name, &admin.actor, c.now(), ttl);
+    let (record, token) =
+        new_admin_token(AdminTokenKind::Api, &req.name, &admin.actor, c.now(), ttl);
     c.store.create_admin_token(&record).await?;
-    admin.audit(&c, "admin_token.create", &format!("admin_token:{}", record.id), &req.name).await?;
-    Ok(Json(AdminTokenResponse { id: record.id, name: record.name, token, expires_at: rfc3339(record.expires_at) }))
+    admin
+        .audit(
+            &c,
+            "admin_token.create",
+            &format!("admin_token:{}", record.id),
+            &req.name,
+        )
+        .await?;
+    Ok(Json(AdminTokenResponse {
+        id: record.id,
+        name: record.name,
+        token,
+        expires_at: rfc3339(record.expires_at),
+    }))
 }
 
 pub async fn list_admin_tokens(State(c): C, _admin: Admin) -> ApiResult<Json<serde_json::Value>> {
@@ -379,11 +549,22 @@ pub async fn list_admin_tokens(State(c): C, _admin: Admin) -> ApiResult<Json<ser
     Ok(Json(serde_json::json!({ "items": items })))
 }
 
-pub async fn revoke_admin_token(State(c): C, admin: Admin, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    c.store.admin_token(&id).await?.ok_or_else(|| Failure::not_found("admin token"))?;
+pub async fn revoke_admin_token(
+    State(c): C,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    c.store
+        .admin_token(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("admin token"))?;
     let changed = c.store.revoke_admin_token(&id, c.now()).await?;
-    admin.audit(&c, "admin_token.revoke", &format!("admin_token:{id}"), "").await?;
-    Ok(Json(serde_json::json!({ "id": id, "revoked": true, "changed": changed })))
+    admin
+        .audit(&c, "admin_token.revoke", &format!("admin_token:{id}"), "")
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "id": id, "revoked": true, "changed": changed }),
+    ))
 }
 
 // ---- audit --------------------------------------------------------------------------------
@@ -395,7 +576,11 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-pub async fn audit(State(c): C, _admin: Admin, Query(q): Query<AuditQuery>) -> ApiResult<Json<List<AuditRecord>>> {
+pub async fn audit(
+    State(c): C,
+    _admin: Admin,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<List<AuditRecord>>> {
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let items = c
         .store

@@ -35,7 +35,11 @@ struct Deny {
 }
 
 fn deny(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
-    Deny { reason: reason.into(), resource: resource.into(), code: ErrorCode::AuthenticationFailed }
+    Deny {
+        reason: reason.into(),
+        resource: resource.into(),
+        code: ErrorCode::AuthenticationFailed,
+    }
 }
 
 pub async fn login(
@@ -48,9 +52,17 @@ pub async fn login(
         Ok(resp) => Ok(resp),
         Err(LoginError::Fail(failure)) => Err(failure),
         Err(LoginError::Deny(d)) => {
-            c.audit_event(&actor, Some(ctx.ip), "auth.login", &d.resource, Outcome::Deny, &d.reason, &ctx.request_id)
-                .await
-                .ok();
+            c.audit_event(
+                &actor,
+                Some(ctx.ip),
+                "auth.login",
+                &d.resource,
+                Outcome::Deny,
+                &d.reason,
+                &ctx.request_id,
+            )
+            .await
+            .ok();
             Err(match d.code {
                 ErrorCode::ClientCertificateRequired => {
                     Failure::new(d.code, "a device certificate is required")
@@ -97,10 +109,16 @@ async fn login_inner(
 ) -> Result<Json<LoginResponse>, LoginError> {
     let now = c.now();
     let Some(cert_der) = ctx.cert.as_ref() else {
-        return Err(LoginError::Deny(Deny { code: ErrorCode::ClientCertificateRequired, ..deny("no_client_certificate", "-") }));
+        return Err(LoginError::Deny(Deny {
+            code: ErrorCode::ClientCertificateRequired,
+            ..deny("no_client_certificate", "-")
+        }));
     };
     if c.login_limiter.check(ctx.ip, now).is_err() {
-        return Err(LoginError::Deny(Deny { code: ErrorCode::RateLimited, ..deny("rate_limited", "-") }));
+        return Err(LoginError::Deny(Deny {
+            code: ErrorCode::RateLimited,
+            ..deny("rate_limited", "-")
+        }));
     }
     let peer = PeerCertificate::parse(cert_der, c.ca.trust_domain())
         .map_err(|e| LoginError::Deny(deny(format!("certificate_not_a_device: {e}"), "-")))?;
@@ -108,14 +126,27 @@ async fn login_inner(
     let cert = c.store.certificate(&peer.serial).await?;
     match cert {
         None => return Err(LoginError::Deny(deny("certificate_unknown", resource))),
-        Some(ref r) if r.revoked_at.is_some() => return Err(LoginError::Deny(deny("certificate_revoked", resource))),
-        Some(ref r) if r.device_id != peer.device_id => return Err(LoginError::Deny(deny("certificate_device_mismatch", resource))),
+        Some(ref r) if r.revoked_at.is_some() => {
+            return Err(LoginError::Deny(deny("certificate_revoked", resource)));
+        }
+        Some(ref r) if r.device_id != peer.device_id => {
+            return Err(LoginError::Deny(deny(
+                "certificate_device_mismatch",
+                resource,
+            )));
+        }
         Some(_) => {}
     }
-    let device = c.store.device(&peer.device_id).await?.ok_or_else(|| deny("device_unknown", resource.clone()))?;
+    let device = c
+        .store
+        .device(&peer.device_id)
+        .await?
+        .ok_or_else(|| deny("device_unknown", resource.clone()))?;
     match device.status {
         DeviceStatus::Approved => {}
-        DeviceStatus::Pending => return Err(LoginError::Deny(deny("device_pending_approval", resource))),
+        DeviceStatus::Pending => {
+            return Err(LoginError::Deny(deny("device_pending_approval", resource)));
+        }
         DeviceStatus::Revoked => return Err(LoginError::Deny(deny("device_revoked", resource))),
     }
     if req.user.len() > 64 || req.password.len() > MAX_PASSWORD_LEN {
@@ -129,7 +160,10 @@ async fn login_inner(
         return Err(LoginError::Deny(deny("unknown_user", resource)));
     };
     if device.user_id != user.id {
-        return Err(LoginError::Deny(deny(format!("device_enrolled_for_other_user:{}", device.user_name), resource)));
+        return Err(LoginError::Deny(deny(
+            format!("device_enrolled_for_other_user:{}", device.user_name),
+            resource,
+        )));
     }
     if user.status != UserStatus::Active {
         return Err(LoginError::Deny(deny("user_suspended", resource)));
@@ -138,7 +172,10 @@ async fn login_inner(
         return Err(LoginError::Deny(deny("account_locked", resource)));
     }
 
-    let password_ok = c.passwords.verify(password, Some(user.password_hash.clone())).await;
+    let password_ok = c
+        .passwords
+        .verify(password, Some(user.password_hash.clone()))
+        .await;
     let secret = c
         .config
         .kek
@@ -152,25 +189,40 @@ async fn login_inner(
         (false, _) => Some("bad_password"),
         (true, None) => Some("bad_totp"),
         (true, Some(step)) => {
-            if c.store.consume_totp_step(&user.id, step).await? { None } else { Some("totp_replayed") }
+            if c.store.consume_totp_step(&user.id, step).await? {
+                None
+            } else {
+                Some("totp_replayed")
+            }
         }
     };
     if let Some(reason) = failure {
         let state = c
             .store
-            .record_login_failure(&user.id, now, c.config.lockout_threshold, c.config.lockout_secs)
-            .await
-            ?;
+            .record_login_failure(
+                &user.id,
+                now,
+                c.config.lockout_threshold,
+                c.config.lockout_secs,
+            )
+            .await?;
         let reason = match state.locked_until {
             Some(_) if state.failed_logins >= c.config.lockout_threshold => {
-                format!("{reason}; account locked after {} failures", state.failed_logins)
+                format!(
+                    "{reason}; account locked after {} failures",
+                    state.failed_logins
+                )
             }
-            _ => format!("{reason}; failure {} of {}", state.failed_logins, c.config.lockout_threshold),
+            _ => format!(
+                "{reason}; failure {} of {}",
+                state.failed_logins, c.config.lockout_threshold
+            ),
         };
         return Err(LoginError::Deny(deny(reason, resource)));
     }
 
-    let posture: PostureReport = serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
+    let posture: PostureReport =
+        serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
     let signals = LoginSignals {
         posture: &posture,
         last_scan: parse_rfc3339(&posture.last_scan),
@@ -179,11 +231,17 @@ async fn login_inner(
     };
     let (risk, factors) = login_risk(&signals);
     let Some(lifetime) = RiskBands::default().session_lifetime(risk) else {
-        return Err(LoginError::Deny(deny(format!("risk_too_high:{risk} ({})", factors.join(",")), resource)));
+        return Err(LoginError::Deny(deny(
+            format!("risk_too_high:{risk} ({})", factors.join(",")),
+            resource,
+        )));
     };
     let lifetime = i64::from(lifetime).min(peer.not_after - now).max(0);
     if lifetime < 60 {
-        return Err(LoginError::Deny(deny("certificate_expires_too_soon", resource)));
+        return Err(LoginError::Deny(deny(
+            "certificate_expires_too_soon",
+            resource,
+        )));
     }
     let session = SessionRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -208,16 +266,30 @@ async fn login_inner(
         iat: now,
         nbf: now,
         exp: session.expires_at,
-        cnf: Confirmation { x5t_s256: peer.thumbprint.clone() },
+        cnf: Confirmation {
+            x5t_s256: peer.thumbprint.clone(),
+        },
     };
     let token = c.signer.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "token signing failed");
         Failure::internal()
     })?;
     c.store.open_session(&session).await?;
-    let reason = format!("risk {risk} [{}], session {}", factors.join(","), session.id);
-    c.audit_event(&format!("user:{}", user.name), Some(ctx.ip), "auth.login", &resource, Outcome::Allow, &reason, &ctx.request_id)
-        .await?;
+    let reason = format!(
+        "risk {risk} [{}], session {}",
+        factors.join(","),
+        session.id
+    );
+    c.audit_event(
+        &format!("user:{}", user.name),
+        Some(ctx.ip),
+        "auth.login",
+        &resource,
+        Outcome::Allow,
+        &reason,
+        &ctx.request_id,
+    )
+    .await?;
     Ok(Json(LoginResponse {
         session_id: session.id,
         token,
@@ -229,19 +301,39 @@ async fn login_inner(
     }))
 }
 
-pub async fn logout(State(c): State<Arc<Controller>>, ctx: RequestContext) -> ApiResult<Json<Session>> {
+pub async fn logout(
+    State(c): State<Arc<Controller>>,
+    ctx: RequestContext,
+) -> ApiResult<Json<Session>> {
     let v = match verify_session(&c, &ctx).await {
         Ok(v) => v,
         Err(reason) => return Err(refuse(&c, &ctx, "auth.logout", reason).await),
     };
-    c.store.revoke_session(&v.session.id, c.now(), "logout").await?;
-    c.audit_event(&format!("user:{}", v.user.name), Some(ctx.ip), "auth.logout", &format!("session:{}", v.session.id), Outcome::Allow, "", &ctx.request_id)
+    c.store
+        .revoke_session(&v.session.id, c.now(), "logout")
         .await?;
-    let s = c.store.session(&v.session.id).await?.ok_or_else(Failure::internal)?;
+    c.audit_event(
+        &format!("user:{}", v.user.name),
+        Some(ctx.ip),
+        "auth.logout",
+        &format!("session:{}", v.session.id),
+        Outcome::Allow,
+        "",
+        &ctx.request_id,
+    )
+    .await?;
+    let s = c
+        .store
+        .session(&v.session.id)
+        .await?
+        .ok_or_else(Failure::internal)?;
     Ok(Json(session_view(&s)))
 }
 
-pub async fn session(State(c): State<Arc<Controller>>, ctx: RequestContext) -> ApiResult<Json<Session>> {
+pub async fn session(
+    State(c): State<Arc<Controller>>,
+    ctx: RequestContext,
+) -> ApiResult<Json<Session>> {
     match verify_session(&c, &ctx).await {
         Ok(v) => Ok(Json(session_view(&v.session))),
         Err(reason) => Err(refuse(&c, &ctx, "auth.session", reason).await),
@@ -249,9 +341,22 @@ pub async fn session(State(c): State<Arc<Controller>>, ctx: RequestContext) -> A
 }
 
 async fn refuse(c: &Controller, ctx: &RequestContext, action: &str, reason: &str) -> Failure {
-    c.audit_event("-", Some(ctx.ip), action, "-", Outcome::Deny, reason, &ctx.request_id).await.ok();
+    c.audit_event(
+        "-",
+        Some(ctx.ip),
+        action,
+        "-",
+        Outcome::Deny,
+        reason,
+        &ctx.request_id,
+    )
+    .await
+    .ok();
     if reason == "client_certificate_required" {
-        Failure::new(ErrorCode::ClientCertificateRequired, "a device certificate is required")
+        Failure::new(
+            ErrorCode::ClientCertificateRequired,
+            "a device certificate is required",
+        )
     } else {
         Failure::auth()
     }

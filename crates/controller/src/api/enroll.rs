@@ -29,28 +29,49 @@ pub async fn enroll(
         let c = c.clone();
         let ctx = ctx.clone();
         async move {
-            c.audit_event("-", Some(ctx.ip), "device.enroll", &resource, Outcome::Deny, reason, &ctx.request_id)
-                .await
-                .ok();
+            c.audit_event(
+                "-",
+                Some(ctx.ip),
+                "device.enroll",
+                &resource,
+                Outcome::Deny,
+                reason,
+                &ctx.request_id,
+            )
+            .await
+            .ok();
             Failure::new(ErrorCode::EnrollmentRefused, "enrollment refused")
         }
     };
     if let Err(retry) = c.login_limiter.check(ctx.ip, c.now()) {
-        c.audit_event("-", Some(ctx.ip), "device.enroll", "-", Outcome::Deny, "rate_limited", &ctx.request_id)
-            .await
-            .ok();
+        c.audit_event(
+            "-",
+            Some(ctx.ip),
+            "device.enroll",
+            "-",
+            Outcome::Deny,
+            "rate_limited",
+            &ctx.request_id,
+        )
+        .await
+        .ok();
         let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");
         f.retry_after = Some(retry);
         return Err(f);
     }
     if let Err(field) = req.posture.validate() {
-        return Err(Failure::invalid(format!("posture.{field} is empty, too long or has control characters")));
+        return Err(Failure::invalid(format!(
+            "posture.{field} is empty, too long or has control characters"
+        )));
     }
     let Some(parts) = secrets::split(secrets::ENROLLMENT_PREFIX, &req.token) else {
         return Err(refuse("token_malformed", "-".into()).await);
     };
     let pin = secrets::pin_text(&c.ca.pin());
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(parts.middle.as_bytes(), pin.as_bytes())) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        parts.middle.as_bytes(),
+        pin.as_bytes(),
+    )) {
         return Err(refuse("token_for_another_ca", "-".into()).await);
     }
     let hash = secrets::hash_secret(parts.secret);
@@ -65,22 +86,43 @@ pub async fn enroll(
     if token.expires_at <= now {
         return Err(refuse("token_expired", token_res).await);
     }
-    let user = c.store.user_by_id(&token.user_id).await?.ok_or_else(Failure::internal)?;
+    let user = c
+        .store
+        .user_by_id(&token.user_id)
+        .await?
+        .ok_or_else(Failure::internal)?;
     if user.status != UserStatus::Active {
         return Err(refuse("user_suspended", token_res).await);
     }
 
     let device_id = uuid::Uuid::new_v4().to_string();
-    let issued = match c.ca.sign_device_csr(&req.csr_pem, &device_id, now, c.config.device_cert_lifetime_secs) {
+    let issued = match c.ca.sign_device_csr(
+        &req.csr_pem,
+        &device_id,
+        now,
+        c.config.device_cert_lifetime_secs,
+    ) {
         Ok(issued) => issued,
         Err(e) => {
-            c.audit_event("-", Some(ctx.ip), "device.enroll", &token_res, Outcome::Deny, &format!("invalid_csr: {e}"), &ctx.request_id)
-                .await
-                .ok();
+            c.audit_event(
+                "-",
+                Some(ctx.ip),
+                "device.enroll",
+                &token_res,
+                Outcome::Deny,
+                &format!("invalid_csr: {e}"),
+                &ctx.request_id,
+            )
+            .await
+            .ok();
             return Err(Failure::new(ErrorCode::InvalidCsr, e.to_string()));
         }
     };
-    let status = if c.config.require_device_approval { DeviceStatus::Pending } else { DeviceStatus::Approved };
+    let status = if c.config.require_device_approval {
+        DeviceStatus::Pending
+    } else {
+        DeviceStatus::Approved
+    };
     let posture = serde_json::to_string(&req.posture).map_err(|_| Failure::internal())?;
     let device = NewDevice {
         id: device_id.clone(),

@@ -20,7 +20,10 @@ pub struct VerifiedSession {
     pub user: UserRecord,
 }
 
-pub async fn verify_session(c: &Controller, ctx: &RequestContext) -> Result<VerifiedSession, &'static str> {
+pub async fn verify_session(
+    c: &Controller,
+    ctx: &RequestContext,
+) -> Result<VerifiedSession, &'static str> {
     let token = ctx.bearer.as_deref().ok_or("no_credential")?;
     let now = c.now();
     let claims = c.signer.verify(token, now).map_err(|e| match e {
@@ -34,20 +37,32 @@ pub async fn verify_session(c: &Controller, ctx: &RequestContext) -> Result<Veri
         crate::tokens::TokenError::WrongIssuer => "token_wrong_issuer",
     })?;
     let cert = ctx.cert.as_ref().ok_or("client_certificate_required")?;
-    let peer = PeerCertificate::parse(cert, c.ca.trust_domain()).map_err(|_| "certificate_not_a_device")?;
-    let bound = subtle::ConstantTimeEq::ct_eq(peer.thumbprint.as_bytes(), claims.cnf.x5t_s256.as_bytes());
+    let peer = PeerCertificate::parse(cert, c.ca.trust_domain())
+        .map_err(|_| "certificate_not_a_device")?;
+    let bound =
+        subtle::ConstantTimeEq::ct_eq(peer.thumbprint.as_bytes(), claims.cnf.x5t_s256.as_bytes());
     if !bool::from(bound) {
         return Err("token_not_bound_to_certificate");
     }
     let store_err = |_| "store_unavailable";
-    let session = c.store.session(&claims.sid).await.map_err(store_err)?.ok_or("session_unknown")?;
+    let session = c
+        .store
+        .session(&claims.sid)
+        .await
+        .map_err(store_err)?
+        .ok_or("session_unknown")?;
     if session.revoked_at.is_some() {
         return Err("session_revoked");
     }
     if session.expires_at <= now {
         return Err("session_expired");
     }
-    let user = c.store.user_by_id(&session.user_id).await.map_err(store_err)?.ok_or("user_unknown")?;
+    let user = c
+        .store
+        .user_by_id(&session.user_id)
+        .await
+        .map_err(store_err)?
+        .ok_or("user_unknown")?;
     if user.status != UserStatus::Active {
         return Err("user_suspended");
     }
@@ -64,15 +79,26 @@ pub struct Admin {
 impl FromRequestParts<Arc<Controller>> for Admin {
     type Rejection = Failure;
 
-    async fn from_request_parts(parts: &mut Parts, c: &Arc<Controller>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Controller>,
+    ) -> Result<Self, Self::Rejection> {
         let ctx = RequestContext::from_request_parts(parts, c).await?;
         match check_admin(c, &ctx).await {
             Ok(actor) => Ok(Self { actor, ctx }),
             Err(reason) => {
                 let resource = format!("{} {}", parts.method, parts.uri.path());
-                c.audit_event("-", Some(ctx.ip), "admin.authenticate", &resource, Outcome::Deny, reason, &ctx.request_id)
-                    .await
-                    .ok();
+                c.audit_event(
+                    "-",
+                    Some(ctx.ip),
+                    "admin.authenticate",
+                    &resource,
+                    Outcome::Deny,
+                    reason,
+                    &ctx.request_id,
+                )
+                .await
+                .ok();
                 Err(Failure::auth())
             }
         }
@@ -92,7 +118,9 @@ async fn check_admin(c: &Controller, ctx: &RequestContext) -> Result<String, &'s
             .await
             .map_err(|_| "store_unavailable")?
             .ok_or("admin_token_unknown")?;
-        if record.kind != AdminTokenKind::Api || !secrets::hash_matches(parts.secret, &record.secret_hash) {
+        if record.kind != AdminTokenKind::Api
+            || !secrets::hash_matches(parts.secret, &record.secret_hash)
+        {
             return Err("admin_token_bad_secret");
         }
         if record.revoked_at.is_some() {

@@ -15,13 +15,13 @@ mod public;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use umbra_proto::ErrorCode;
 
 use crate::Controller;
@@ -39,17 +39,41 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/session", get(auth::session))
         .route("/api/v1/admin/bootstrap", post(admin::bootstrap))
-        .route("/api/v1/admin/users", get(admin::list_users).post(admin::create_user))
+        .route(
+            "/api/v1/admin/users",
+            get(admin::list_users).post(admin::create_user),
+        )
         .route("/api/v1/admin/users/{name}", get(admin::get_user))
-        .route("/api/v1/admin/users/{name}/{action}", post(admin::user_action))
-        .route("/api/v1/admin/enrollment-tokens", post(admin::create_enrollment_token))
+        .route(
+            "/api/v1/admin/users/{name}/{action}",
+            post(admin::user_action),
+        )
+        .route(
+            "/api/v1/admin/enrollment-tokens",
+            post(admin::create_enrollment_token),
+        )
         .route("/api/v1/admin/devices", get(admin::list_devices))
-        .route("/api/v1/admin/devices/{id}/{action}", post(admin::device_action))
-        .route("/api/v1/admin/certificates/{serial}/revoke", post(admin::revoke_certificate))
+        .route(
+            "/api/v1/admin/devices/{id}/{action}",
+            post(admin::device_action),
+        )
+        .route(
+            "/api/v1/admin/certificates/{serial}/revoke",
+            post(admin::revoke_certificate),
+        )
         .route("/api/v1/admin/sessions", get(admin::list_sessions))
-        .route("/api/v1/admin/sessions/{id}/revoke", post(admin::revoke_session))
-        .route("/api/v1/admin/tokens", get(admin::list_admin_tokens).post(admin::create_admin_token))
-        .route("/api/v1/admin/tokens/{id}/revoke", post(admin::revoke_admin_token))
+        .route(
+            "/api/v1/admin/sessions/{id}/revoke",
+            post(admin::revoke_session),
+        )
+        .route(
+            "/api/v1/admin/tokens",
+            get(admin::list_admin_tokens).post(admin::create_admin_token),
+        )
+        .route(
+            "/api/v1/admin/tokens/{id}/revoke",
+            post(admin::revoke_admin_token),
+        )
         .route("/api/v1/admin/audit", get(admin::audit))
         .fallback(|| async { Failure::not_found("route") })
         .layer(DefaultBodyLimit::max(max_body))
@@ -98,6 +122,11 @@ where
 /// `._@-`, starting with a letter or digit.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
 }

@@ -1,0 +1,445 @@
+//! `umbra admin …`: the controller's admin API from the command line.
+//! Human tables by default, the API's JSON with `--json`.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use umbra_proto::api::{
+    AdminTokenResponse, AuditRecord, CreateEnrollmentTokenRequest, CreateUserRequest,
+    CreateUserResponse, Device, EnrollmentToken, List, ResetTotpResponse, Role, Session, User,
+};
+
+use crate::client::{ApiClient, read_ca};
+use crate::table;
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Controller URL.
+    #[arg(
+        long,
+        env = "UMBRA_CONTROLLER",
+        global = true,
+        default_value = "https://127.0.0.1:8443"
+    )]
+    controller: String,
+    /// Admin credential.
+    #[arg(long, env = "UMBRA_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The Umbra CA certificate (PEM) to trust the controller with.
+    #[arg(long, env = "UMBRA_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Exchange the one-time bootstrap credential for an admin token.
+    Bootstrap {
+        #[arg(long)]
+        token_file: PathBuf,
+    },
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    #[command(subcommand)]
+    Cert(CertCommand),
+    #[command(subcommand)]
+    Session(SessionCommand),
+    #[command(subcommand)]
+    Token(TokenCommand),
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints the password (if generated) and TOTP enrolment.
+    Add {
+        name: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    Suspend {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Unlock {
+        name: String,
+    },
+    /// New TOTP secret (the old one stops working).
+    ResetTotp {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    List,
+    Approve {
+        id: String,
+    },
+    /// Revoke a device, its certificates and its sessions.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Revoke one certificate by serial (hex).
+    Revoke {
+        serial: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    List {
+        /// Include revoked and expired sessions.
+        #[arg(long)]
+        all: bool,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A one-time enrollment token for a user's device.
+    Enroll {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// A new admin API credential.
+    Admin {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// All audit records as JSON lines, oldest first.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+}
+
+fn user_row(u: &User) -> Vec<String> {
+    vec![
+        u.name.clone(),
+        u.role.as_str().into(),
+        u.groups.join(","),
+        format!("{:?}", u.status).to_lowercase(),
+        u.locked_until.clone().unwrap_or_else(|| "-".into()),
+        u.failed_logins.to_string(),
+    ]
+}
+
+const USER_HEADERS: [&str; 6] = [
+    "name",
+    "role",
+    "groups",
+    "status",
+    "locked until",
+    "failures",
+];
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn print_totp(user: &str, secret: &str, uri: &str) {
+    println!("TOTP secret for {user}: {secret}");
+    println!("otpauth URI: {uri}");
+    match umbra_controller::totp::terminal_qr(uri) {
+        Ok(qr) => println!("{qr}"),
+        Err(e) => eprintln!("(no QR code: {e})"),
+    }
+}
+
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let ca_path = args.ca_cert.clone().context(
+        "the controller's CA certificate is needed: --ca-cert FILE or UMBRA_CA_CERT \
+         (`umbra dev` writes DIR/ca.pem; `curl -k https://HOST/api/v1/ca` fetches it, verify its fingerprint)",
+    )?;
+    let ca = read_ca(&ca_path)?;
+    let client = ApiClient::new(&args.controller, &ca, None)?;
+    if let AdminCommand::Bootstrap { token_file } = &args.command {
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        let client = client.with_token(Some(token.trim().to_owned()));
+        let r: AdminTokenResponse = client.post("/api/v1/admin/bootstrap", &Value::Null).await?;
+        if args.json {
+            return print_json(&r);
+        }
+        println!("{}", r.token);
+        eprintln!(
+            "admin token {} expires {}; the bootstrap credential is now spent",
+            r.id, r.expires_at
+        );
+        return Ok(());
+    }
+    let Some(token) = args.token.clone() else {
+        bail!("an admin credential is needed: --token or UMBRA_ADMIN_TOKEN");
+    };
+    let api = client.with_token(Some(token));
+    let json = args.json;
+    match args.command {
+        AdminCommand::Bootstrap { .. } => unreachable!("handled above"),
+        AdminCommand::User(cmd) => user(&api, cmd, json).await,
+        AdminCommand::Device(cmd) => {
+            let devices = match cmd {
+                DeviceCommand::List => {
+                    api.get::<List<Device>>("/api/v1/admin/devices")
+                        .await?
+                        .items
+                }
+                DeviceCommand::Approve { id } => vec![
+                    api.post(&format!("/api/v1/admin/devices/{id}/approve"), &Value::Null)
+                        .await?,
+                ],
+                DeviceCommand::Revoke { id } => vec![
+                    api.post(&format!("/api/v1/admin/devices/{id}/revoke"), &Value::Null)
+                        .await?,
+                ],
+            };
+            if json {
+                return print_json(&devices);
+            }
+            let rows: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.clone(),
+                        d.user.clone(),
+                        d.hostname.clone(),
+                        format!("{:?}", d.status).to_lowercase(),
+                        d.created_at.clone(),
+                    ]
+                })
+                .collect();
+            table::print(&["id", "user", "hostname", "status", "enrolled"], &rows);
+            Ok(())
+        }
+        AdminCommand::Cert(CertCommand::Revoke { serial, reason }) => {
+            let mut path = format!("/api/v1/admin/certificates/{serial}/revoke");
+            if let Some(r) = reason {
+                path.push_str(&format!("?reason={}", urlencode(&r)));
+            }
+            let v: Value = api.post(&path, &Value::Null).await?;
+            if json {
+                print_json(&v)
+            } else {
+                println!("certificate {serial} revoked");
+                Ok(())
+            }
+        }
+        AdminCommand::Session(cmd) => {
+            let sessions = match cmd {
+                SessionCommand::List { all } => {
+                    let q = if all { "?all=true" } else { "" };
+                    api.get::<List<Session>>(&format!("/api/v1/admin/sessions{q}"))
+                        .await?
+                        .items
+                }
+                SessionCommand::Revoke { id } => vec![
+                    api.post(&format!("/api/v1/admin/sessions/{id}/revoke"), &Value::Null)
+                        .await?,
+                ],
+            };
+            if json {
+                return print_json(&sessions);
+            }
+            let rows: Vec<_> = sessions
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.user.clone(),
+                        s.device_id.clone(),
+                        s.source_ip.clone(),
+                        s.risk.to_string(),
+                        s.expires_at.clone(),
+                        s.revoked_reason.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            table::print(
+                &[
+                    "id", "user", "device", "source", "risk", "expires", "revoked",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::Enroll { user, ttl }) => {
+            let t: EnrollmentToken = api
+                .post(
+                    "/api/v1/admin/enrollment-tokens",
+                    &CreateEnrollmentTokenRequest {
+                        user,
+                        ttl_seconds: ttl,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&t)
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "one-time enrollment token for {}, expires {}",
+                    t.user, t.expires_at
+                );
+                Ok(())
+            }
+        }
+        AdminCommand::Token(TokenCommand::Admin { name, ttl }) => {
+            let body = umbra_proto::api::CreateAdminTokenRequest {
+                name,
+                ttl_seconds: ttl,
+            };
+            let t: AdminTokenResponse = api.post("/api/v1/admin/tokens", &body).await?;
+            if json {
+                print_json(&t)
+            } else {
+                println!("{}", t.token);
+                eprintln!("admin token {} ({}) expires {}", t.id, t.name, t.expires_at);
+                Ok(())
+            }
+        }
+        AdminCommand::Audit(AuditCommand::Export { mut after }) => {
+            loop {
+                let page: List<AuditRecord> = api
+                    .get(&format!("/api/v1/admin/audit?after={after}&limit=1000"))
+                    .await?;
+                let Some(last) = page.items.last() else { break };
+                after = last.id;
+                for r in &page.items {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn user(api: &ApiClient, cmd: UserCommand, json: bool) -> Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            groups,
+            admin,
+            password_stdin,
+        } => {
+            let password = if password_stdin {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading the password from stdin")?;
+                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let role = if admin { Role::Admin } else { Role::User };
+            let r: CreateUserResponse = api
+                .post(
+                    "/api/v1/admin/users",
+                    &CreateUserRequest {
+                        name,
+                        password,
+                        groups,
+                        role,
+                    },
+                )
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            table::print(&USER_HEADERS, &[user_row(&r.user)]);
+            if let Some(p) = &r.password {
+                println!("password for {}: {p}", r.user.name);
+            }
+            print_totp(&r.user.name, &r.totp.secret, &r.totp.uri);
+            Ok(())
+        }
+        UserCommand::List => {
+            let users: List<User> = api.get("/api/v1/admin/users").await?;
+            if json {
+                return print_json(&users.items);
+            }
+            table::print(
+                &USER_HEADERS,
+                &users.items.iter().map(user_row).collect::<Vec<_>>(),
+            );
+            Ok(())
+        }
+        UserCommand::ResetTotp { name } => {
+            let r: ResetTotpResponse = api
+                .post(
+                    &format!("/api/v1/admin/users/{name}/reset-totp"),
+                    &Value::Null,
+                )
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            print_totp(&r.user.name, &r.totp.secret, &r.totp.uri);
+            Ok(())
+        }
+        UserCommand::Suspend { name } => user_action(api, &name, "suspend", json).await,
+        UserCommand::Resume { name } => user_action(api, &name, "resume", json).await,
+        UserCommand::Unlock { name } => user_action(api, &name, "unlock", json).await,
+    }
+}
+
+async fn user_action(api: &ApiClient, name: &str, action: &str, json: bool) -> Result<()> {
+    let u: User = api
+        .post(
+            &format!("/api/v1/admin/users/{name}/{action}"),
+            &Value::Null,
+        )
+        .await?;
+    if json {
+        return print_json(&u);
+    }
+    table::print(&USER_HEADERS, &[user_row(&u)]);
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! A small HTTPS client for the controller API: trusts only the Umbra CA,
+//! optionally presents a device certificate, and turns error envelopes into
+//! `ApiError`s so the CLI can print the code and message.
+
+use anyhow::{Context, Result, anyhow};
+use reqwest::Method;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use umbra_proto::ErrorBody;
+
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+pub fn read_ca(path: &std::path::Path) -> Result<CertificateDer<'static>> {
+    CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading CA certificate {}", path.display()))
+}
+
+impl ApiClient {
+    /// `identity`: PEM certificate chain and PEM private key of a device.
+    pub fn new(
+        base: &str,
+        ca: &CertificateDer<'static>,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Self> {
+        let identity = match identity {
+            Some((cert_pem, key_pem)) => {
+                let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("device certificate PEM")?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("device key PEM")?;
+                Some((chain, key))
+            }
+            None => None,
+        };
+        let tls = umbra_pki::tls::client_config(ca, identity)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building HTTP client")?;
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("https://") {
+            return Err(anyhow!(
+                "controller URL must start with https:// (got {base})"
+            ));
+        }
+        Ok(Self {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}: cannot reach {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading response")?;
+        if !status.is_success() {
+            return match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => Err(anyhow::Error::new(body.error)),
+                Err(_) => Err(anyhow!("{method} {path}: HTTP {status}")),
+            };
+        }
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{method} {path}: unexpected response"))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
