@@ -1,1 +1,14 @@
-fn main() {}
+//! Umbra's integration tests: one test crate (one link step) driving the
+//! controller over real TLS on loopback, and the real `umbra` binary.
+//!
+//! Users, devices and sessions are created through the public API only.
+//! TOTP codes come from the stock `oathtool`, as a user's authenticator
+//! would produce them.
+
+mod support;
+
+mod admin_api;
+mod cli;
+mod enrollment;
+mod login;
+mod tokens;

@@ -51,6 +51,16 @@ pub struct Controller {
     pub bootstrap_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("listen", &self.config.listen)
+            .field("trust_domain", &self.config.trust_domain)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Name of the bootstrap credential file inside `data_dir`.
 pub const BOOTSTRAP_FILE: &str = "bootstrap-admin-token";
 const CA_LIFETIME_SECS: i64 = 10 * 365 * 86400;
