@@ -199,3 +199,37 @@ async fn controller_restart_keeps_the_ca_users_and_issues_no_new_bootstrap() {
         "an administrator exists: no new bootstrap credential"
     );
 }
+
+#[tokio::test]
+async fn public_endpoints_and_json_errors_for_unknown_routes() {
+    let tc = start().await;
+    let http = tc.public();
+    let (status, body) = http.get("/healthz", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, body) = http.get("/readyz", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    let (status, body) = http.get("/api/v1/ca", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.as_str()
+            .expect("pem")
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let (status, body) = http.get("/api/v1/nope", None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, body) = http.get("/api/v1/auth/login", None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "invalid_request")
+    );
+    assert!(body["error"]["request_id"].is_string());
+}

@@ -20,6 +20,8 @@ pub struct Failure {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// For the rare status that has no code of its own (405).
+    pub status_override: Option<StatusCode>,
 }
 
 impl Failure {
@@ -28,6 +30,7 @@ impl Failure {
             code,
             message: message.into(),
             retry_after: None,
+            status_override: None,
         }
     }
 
@@ -69,8 +72,10 @@ impl From<umbra_store::StoreError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status_override.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let body = ErrorBody {
             error: ApiError {
                 code: self.code,

@@ -76,6 +76,14 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/api/v1/admin/audit", get(admin::audit))
         .fallback(|| async { Failure::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            let mut f = Failure::new(
+                ErrorCode::InvalidRequest,
+                "method not allowed on this route",
+            );
+            f.status_override = Some(http::StatusCode::METHOD_NOT_ALLOWED);
+            f
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(request_id))
         .with_state(controller)
