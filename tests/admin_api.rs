@@ -96,6 +96,12 @@ async fn admin_calls_need_a_valid_admin_credential() {
         .get("/api/v1/admin/users", login["token"].as_str())
         .await;
     assert_eq!(status, StatusCode::OK, "{users}");
+    let reads = tc.audit("admin.read").await;
+    assert!(
+        reads
+            .iter()
+            .any(|r| r["actor"] == "user:boss" && r["resource"] == "/api/v1/admin/users")
+    );
     let records = tc.audit("user.create").await;
     assert_eq!(
         records.first().expect("record")["actor"],

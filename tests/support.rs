@@ -321,6 +321,24 @@ impl TestController {
             .collect()
     }
 
+    /// Waits (bounded, 10 s) for an audit record of `action` whose reason
+    /// contains `needle`: records written off the request path (TLS
+    /// handshake refusals) land shortly after the peer sees the failure.
+    pub async fn wait_audit(&self, action: &str, needle: &str) -> Value {
+        for _ in 0..100 {
+            let found = self.audit(action).await.into_iter().find(|r| {
+                r["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains(needle))
+            });
+            if let Some(r) = found {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no {action} audit record containing {needle:?} within 10 s");
+    }
+
     pub async fn last_audit_reason(&self, action: &str) -> String {
         let records = self.audit(action).await;
         let last = records

@@ -67,10 +67,13 @@ const CA_LIFETIME_SECS: i64 = 10 * 365 * 86400;
 
 impl Controller {
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Write {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        // Owner-only: the directory holds the database and the bootstrap credential.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.data_dir)
+            .map_err(|source| StartError::Write {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).await?);
         Self::start_with_store(config, store, clock).await
     }

@@ -121,7 +121,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let device = ensure_device(
             &api,
             &public,
-            &ca,
             &agent_dir,
             controller.clock.as_ref(),
             &controller,
@@ -224,7 +223,6 @@ async fn create_user(
 async fn ensure_device(
     api: &ApiClient,
     public: &ApiClient,
-    ca: &CertificateDer<'static>,
     agent_dir: &Path,
     clock: &dyn Clock,
     controller: &umbra_controller::Controller,
@@ -270,7 +268,6 @@ async fn ensure_device(
     write_private(&agent_dir.join("device.key"), &key.key_pem)?;
     std::fs::write(&cert_path, &r.certificate_pem)?;
     std::fs::write(agent_dir.join("ca.pem"), &r.ca_pem)?;
-    let _ = ca;
     Ok(r.device_id)
 }
 

@@ -85,7 +85,24 @@ impl FromRequestParts<Arc<Controller>> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let ctx = RequestContext::from_request_parts(parts, c).await?;
         match check_admin(c, &ctx).await {
-            Ok(actor) => Ok(Self { actor, ctx }),
+            Ok(actor) => {
+                // Changes are audited by their handlers; reads are audited
+                // here, so every admin action leaves a record.
+                if parts.method == http::Method::GET {
+                    let resource = parts.uri.path_and_query().map_or("-", |p| p.as_str());
+                    c.audit_event(
+                        &actor,
+                        Some(ctx.ip),
+                        "admin.read",
+                        resource,
+                        Outcome::Allow,
+                        "",
+                        &ctx.request_id,
+                    )
+                    .await?;
+                }
+                Ok(Self { actor, ctx })
+            }
             Err(reason) => {
                 let resource = format!("{} {}", parts.method, parts.uri.path());
                 c.audit_event(
