@@ -219,6 +219,28 @@ impl Controller {
             })
     }
 
+    /// Records a refusal by an unauthenticated peer. The refusal stands
+    /// even if the record cannot be written (that error is logged).
+    pub async fn audit_denial(
+        &self,
+        ctx: &crate::context::RequestContext,
+        action: &str,
+        resource: &str,
+        reason: &str,
+    ) {
+        let _ = self
+            .audit_event(
+                "-",
+                Some(ctx.ip),
+                action,
+                resource,
+                Outcome::Deny,
+                reason,
+                &ctx.request_id,
+            )
+            .await;
+    }
+
     /// Mints an API admin credential directly (used by `umbra dev`, which
     /// owns its data directory, and by the bootstrap exchange).
     pub async fn issue_admin_token(

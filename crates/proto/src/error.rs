@@ -106,3 +106,37 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ErrorCode; 13] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidRequest,
+        ErrorCode::AuthenticationFailed,
+        ErrorCode::ClientCertificateRequired,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::EnrollmentRefused,
+        ErrorCode::InvalidCsr,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    #[test]
+    fn wire_names_match_as_str_and_round_trip() {
+        for code in ALL {
+            let json = serde_json::to_string(&code).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::from_str::<ErrorCode>(&json).expect("parse"),
+                code
+            );
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

@@ -107,17 +107,8 @@ pub async fn bootstrap(State(c): C, ctx: RequestContext) -> ApiResult<Json<Admin
     let refuse = |reason: &'static str| {
         let (c, ctx) = (c.clone(), ctx.clone());
         async move {
-            c.audit_event(
-                "-",
-                Some(ctx.ip),
-                "admin.bootstrap.exchange",
-                "-",
-                Outcome::Deny,
-                reason,
-                &ctx.request_id,
-            )
-            .await
-            .ok();
+            c.audit_denial(&ctx, "admin.bootstrap.exchange", "-", reason)
+                .await;
             Failure::auth()
         }
     };

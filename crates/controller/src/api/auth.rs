@@ -341,17 +341,7 @@ pub async fn session(
 }
 
 async fn refuse(c: &Controller, ctx: &RequestContext, action: &str, reason: &str) -> Failure {
-    c.audit_event(
-        "-",
-        Some(ctx.ip),
-        action,
-        "-",
-        Outcome::Deny,
-        reason,
-        &ctx.request_id,
-    )
-    .await
-    .ok();
+    c.audit_denial(ctx, action, "-", reason).await;
     if reason == "client_certificate_required" {
         Failure::new(
             ErrorCode::ClientCertificateRequired,

@@ -29,32 +29,14 @@ pub async fn enroll(
         let c = c.clone();
         let ctx = ctx.clone();
         async move {
-            c.audit_event(
-                "-",
-                Some(ctx.ip),
-                "device.enroll",
-                &resource,
-                Outcome::Deny,
-                reason,
-                &ctx.request_id,
-            )
-            .await
-            .ok();
+            c.audit_denial(&ctx, "device.enroll", &resource, reason)
+                .await;
             Failure::new(ErrorCode::EnrollmentRefused, "enrollment refused")
         }
     };
     if let Err(retry) = c.login_limiter.check(ctx.ip, c.now()) {
-        c.audit_event(
-            "-",
-            Some(ctx.ip),
-            "device.enroll",
-            "-",
-            Outcome::Deny,
-            "rate_limited",
-            &ctx.request_id,
-        )
-        .await
-        .ok();
+        c.audit_denial(&ctx, "device.enroll", "-", "rate_limited")
+            .await;
         let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");
         f.retry_after = Some(retry);
         return Err(f);
@@ -104,17 +86,9 @@ pub async fn enroll(
     ) {
         Ok(issued) => issued,
         Err(e) => {
-            c.audit_event(
-                "-",
-                Some(ctx.ip),
-                "device.enroll",
-                &token_res,
-                Outcome::Deny,
-                &format!("invalid_csr: {e}"),
-                &ctx.request_id,
-            )
-            .await
-            .ok();
+            let reason = format!("invalid_csr: {e}");
+            c.audit_denial(&ctx, "device.enroll", &token_res, &reason)
+                .await;
             return Err(Failure::new(ErrorCode::InvalidCsr, e.to_string()));
         }
     };

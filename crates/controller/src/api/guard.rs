@@ -105,17 +105,8 @@ impl FromRequestParts<Arc<Controller>> for Admin {
             }
             Err(reason) => {
                 let resource = format!("{} {}", parts.method, parts.uri.path());
-                c.audit_event(
-                    "-",
-                    Some(ctx.ip),
-                    "admin.authenticate",
-                    &resource,
-                    Outcome::Deny,
-                    reason,
-                    &ctx.request_id,
-                )
-                .await
-                .ok();
+                c.audit_denial(&ctx, "admin.authenticate", &resource, reason)
+                    .await;
                 Err(Failure::auth())
             }
         }
