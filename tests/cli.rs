@@ -157,6 +157,39 @@ async fn umbra_dev_runs_logs_in_the_demo_user_and_reuses_its_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("authentication_failed"));
 
+    let out = Command::new(umbra_bin())
+        .args(["admin", "audit", "export"])
+        .env(
+            "UMBRA_CONTROLLER",
+            info["controller_url"].as_str().expect("url"),
+        )
+        .env(
+            "UMBRA_ADMIN_TOKEN",
+            info["admin_token"].as_str().expect("token"),
+        )
+        .env("UMBRA_CA_CERT", info["ca_cert"].as_str().expect("ca"))
+        .output()
+        .expect("umbra admin audit export");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "auth.login" && r["outcome"] == "allow")
+    );
+    assert!(
+        records.len() < 100,
+        "export must end: {} records",
+        records.len()
+    );
+
     // Ctrl-C stops it cleanly.
     sigint(&dev.0.0);
     let deadline = Instant::now() + Duration::from_secs(30);

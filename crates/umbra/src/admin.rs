@@ -334,14 +334,19 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             }
         }
         AdminCommand::Audit(AuditCommand::Export { mut after }) => {
+            const PAGE: usize = 1000;
+            // Reading the audit log is itself audited, so the log grows by
+            // one record per page: a short page is the end.
             loop {
                 let page: List<AuditRecord> = api
-                    .get(&format!("/api/v1/admin/audit?after={after}&limit=1000"))
+                    .get(&format!("/api/v1/admin/audit?after={after}&limit={PAGE}"))
                     .await?;
-                let Some(last) = page.items.last() else { break };
-                after = last.id;
                 for r in &page.items {
                     println!("{}", serde_json::to_string(r)?);
+                }
+                match page.items.last() {
+                    Some(last) if page.items.len() == PAGE => after = last.id,
+                    _ => break,
                 }
             }
             Ok(())

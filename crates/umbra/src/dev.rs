@@ -310,7 +310,8 @@ fn print_summary(
         "  export UMBRA_CONTROLLER={url} UMBRA_CA_CERT={} UMBRA_ADMIN_TOKEN={admin_token}",
         ca_path.display()
     );
-    println!("  umbra admin user list");
+    let exe = std::env::current_exe().map_or_else(|_| "umbra".into(), |p| p.display().to_string());
+    println!("  {exe} admin user list");
     println!(
         "  curl --cacert {ca} --cert {a}/device.crt --key {a}/device.key \\",
         ca = ca_path.display(),
