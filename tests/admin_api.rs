@@ -238,4 +238,11 @@ async fn public_endpoints_and_json_errors_for_unknown_routes() {
         (StatusCode::METHOD_NOT_ALLOWED, "invalid_request")
     );
     assert!(body["error"]["request_id"].is_string());
+    let (status, body) = http
+        .get("/api/v1/admin/audit?limit=lots", Some(&tc.admin_token))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
 }

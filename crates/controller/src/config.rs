@@ -259,6 +259,16 @@ impl RawConfig {
                 message: "must be non-empty, without ':'".into(),
             });
         }
+        let token_issuer = a.token_issuer.unwrap_or_else(|| "umbra".into());
+        if token_issuer.is_empty()
+            || token_issuer.len() > 256
+            || token_issuer.chars().any(char::is_control)
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth.token_issuer",
+                message: "must be 1-256 characters without control characters".into(),
+            });
+        }
         let d = self.devices;
         let max_body_bytes = self.api.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
@@ -280,7 +290,7 @@ impl RawConfig {
             login_burst,
             password_min_length,
             argon2,
-            token_issuer: a.token_issuer.unwrap_or_else(|| "umbra".into()),
+            token_issuer,
             device_cert_lifetime_secs: secs(
                 "devices.certificate_lifetime_seconds",
                 d.certificate_lifetime_seconds,
@@ -293,7 +303,18 @@ impl RawConfig {
                 d.enrollment_token_ttl_seconds,
                 86400,
                 60,
-            )?,
+            )
+            .and_then(|t| {
+                // The same ceiling a request may ask for: 30 days.
+                if t > 30 * 86400 {
+                    Err(ConfigError::Invalid {
+                        key: "devices.enrollment_token_ttl_seconds",
+                        message: format!("{t} is over 2592000 (30 days)"),
+                    })
+                } else {
+                    Ok(t)
+                }
+            })?,
             bootstrap_token_ttl_secs: secs(
                 "admin.bootstrap_token_ttl_seconds",
                 self.admin.bootstrap_token_ttl_seconds,
@@ -379,5 +400,24 @@ mod tests {
                 .contains("store.backend")
         );
         assert!(RawConfig::default().validate(Some("short")).is_err());
+        let raw = RawConfig::from_toml(
+            Path::new("c"),
+            "[devices]\nenrollment_token_ttl_seconds = 2592001",
+        )
+        .expect("parse");
+        assert!(
+            raw.validate(Some(KEK))
+                .expect_err("ttl")
+                .to_string()
+                .contains("enrollment_token_ttl")
+        );
+        let raw =
+            RawConfig::from_toml(Path::new("c"), "[auth]\ntoken_issuer = \"\"").expect("parse");
+        assert!(
+            raw.validate(Some(KEK))
+                .expect_err("iss")
+                .to_string()
+                .contains("token_issuer")
+        );
     }
 }

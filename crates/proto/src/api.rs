@@ -111,7 +111,7 @@ pub struct CreateEnrollmentTokenRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnrollmentToken {
-    /// `ue1.<secret>.<ca-pin>`: single use; the pin lets the agent trust the
+    /// `ue1.<ca-pin>.<secret>`: single use; the pin lets the agent trust the
     /// controller's CA before it has a certificate of its own.
     pub token: String,
     pub user: String,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use umbra_proto::ErrorCode;
 use umbra_proto::api::{
@@ -17,7 +17,7 @@ use umbra_store::{AdminTokenKind, DeviceRecord, NewEnrollmentToken, NewUser, Out
 use zeroize::Zeroizing;
 
 use super::guard::Admin;
-use super::{ApiJson, valid_name};
+use super::{ApiJson, ApiQuery, valid_name};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
@@ -414,7 +414,7 @@ pub async fn revoke_certificate(
     State(c): C,
     admin: Admin,
     Path(serial): Path<String>,
-    Query(q): Query<RevokeBody>,
+    ApiQuery(q): ApiQuery<RevokeBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let serial = serial.to_ascii_lowercase();
     let reason = q
@@ -455,7 +455,7 @@ pub struct SessionQuery {
 pub async fn list_sessions(
     State(c): C,
     _admin: Admin,
-    Query(q): Query<SessionQuery>,
+    ApiQuery(q): ApiQuery<SessionQuery>,
 ) -> ApiResult<Json<List<Session>>> {
     let live_at = (!q.all).then(|| c.now());
     let items = c
@@ -570,7 +570,7 @@ pub struct AuditQuery {
 pub async fn audit(
     State(c): C,
     _admin: Admin,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<List<AuditRecord>>> {
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let items = c

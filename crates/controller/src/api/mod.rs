@@ -126,6 +126,27 @@ where
     }
 }
 
+/// `axum::extract::Query` with rejections in the API's error envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|rejection| Failure::invalid(rejection.body_text()))
+    }
+}
+
 /// Names of users and groups: 1–64 characters, ASCII letters, digits and
 /// `._@-`, starting with a letter or digit.
 pub fn valid_name(name: &str) -> bool {
