@@ -13,13 +13,20 @@
 //! Layout:
 //! - [`model`]: the records the store reads and writes.
 //! - [`sqlite`]: the embedded default backend (WAL, `synchronous=FULL`).
+//! - [`postgres`]: the backend for several controllers sharing one state.
+//! - `shared`: the queries both backends run, written once.
 
 pub mod model;
+#[cfg(any(test, feature = "test-support"))]
+pub mod pgtest;
+pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use async_trait::async_trait;
 
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 use umbra_proto::api::{DeviceStatus, UserStatus};
 

@@ -1,0 +1,752 @@
+//! What the SQL backends share: one body of queries, written once with
+//! `$N` placeholders (which SQLite and PostgreSQL both accept) and expanded
+//! for each backend by [`store_impl!`]. The dialects differ only in the
+//! few constants each backend module defines: `USER_COLUMNS` (group
+//! aggregation) and `BEGIN_WRITE` (how a write transaction starts).
+
+use umbra_proto::api::{DeviceStatus, Role, UserStatus};
+
+use crate::model::AdminTokenKind;
+use crate::{Result, StoreError};
+
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(db.message().to_owned());
+    }
+    StoreError::Backend(Box::new(e))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        backend(e)
+    }
+}
+
+pub(crate) fn role(s: &str) -> Result<Role> {
+    match s {
+        "admin" => Ok(Role::Admin),
+        "user" => Ok(Role::User),
+        other => Err(StoreError::Corrupt(format!("user role {other:?}"))),
+    }
+}
+
+pub(crate) fn user_status(s: &str) -> Result<UserStatus> {
+    match s {
+        "active" => Ok(UserStatus::Active),
+        "suspended" => Ok(UserStatus::Suspended),
+        other => Err(StoreError::Corrupt(format!("user status {other:?}"))),
+    }
+}
+
+pub(crate) const fn user_status_str(s: UserStatus) -> &'static str {
+    match s {
+        UserStatus::Active => "active",
+        UserStatus::Suspended => "suspended",
+    }
+}
+
+pub(crate) fn device_status(s: &str) -> Result<DeviceStatus> {
+    match s {
+        "pending" => Ok(DeviceStatus::Pending),
+        "approved" => Ok(DeviceStatus::Approved),
+        "revoked" => Ok(DeviceStatus::Revoked),
+        other => Err(StoreError::Corrupt(format!("device status {other:?}"))),
+    }
+}
+
+pub(crate) const fn device_status_str(s: DeviceStatus) -> &'static str {
+    match s {
+        DeviceStatus::Pending => "pending",
+        DeviceStatus::Approved => "approved",
+        DeviceStatus::Revoked => "revoked",
+    }
+}
+
+pub(crate) fn admin_kind(s: &str) -> Result<AdminTokenKind> {
+    match s {
+        "bootstrap" => Ok(AdminTokenKind::Bootstrap),
+        "api" => Ok(AdminTokenKind::Api),
+        other => Err(StoreError::Corrupt(format!("admin token kind {other:?}"))),
+    }
+}
+
+pub(crate) const SESSION_SELECT: &str =
+    "SELECT s.*, u.name AS user_name FROM sessions s JOIN users u ON u.id = s.user_id";
+pub(crate) const DEVICE_SELECT: &str =
+    "SELECT d.*, u.name AS user_name FROM devices d JOIN users u ON u.id = d.user_id";
+
+#[derive(Clone, Copy)]
+pub(crate) enum SessionsBy {
+    User,
+    Device,
+    Certificate,
+}
+
+/// Expands the [`Store`](crate::Store) implementation for one backend:
+/// `store_impl!(StoreType, DatabaseType, RowType)`. The invoking module
+/// provides `USER_COLUMNS` and `BEGIN_WRITE`.
+macro_rules! store_impl {
+    ($store:ident, $db:ty, $row:ty) => {
+        impl $store {
+            async fn write_tx(&self) -> Result<Transaction<'static, $db>> {
+                Ok(self.pool.begin_with(BEGIN_WRITE).await?)
+            }
+        }
+
+fn user_row(row: &$row) -> Result<UserRecord> {
+    let groups: Option<String> = row.try_get("groups")?;
+    let failed: i64 = row.try_get("failed_logins")?;
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: role(row.try_get("role")?)?,
+        status: user_status(row.try_get("status")?)?,
+        groups: groups
+            .map(|g| g.split('\u{1f}').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        password_hash: row.try_get("password_hash")?,
+        sealed_totp_secret: row.try_get("totp_secret")?,
+        totp_last_step: row.try_get("totp_last_step")?,
+        failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
+        locked_until: row.try_get("locked_until")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn device_row(row: &$row) -> Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        status: device_status(row.try_get("status")?)?,
+        hostname: row.try_get("hostname")?,
+        posture: row.try_get("posture")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn cert_row(row: &$row) -> Result<CertificateRecord> {
+    Ok(CertificateRecord {
+        serial: row.try_get("serial")?,
+        device_id: row.try_get("device_id")?,
+        not_before: row.try_get("not_before")?,
+        not_after: row.try_get("not_after")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+    })
+}
+
+fn session_row(row: &$row) -> Result<SessionRecord> {
+    let risk: i64 = row.try_get("risk")?;
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        device_id: row.try_get("device_id")?,
+        cert_serial: row.try_get("cert_serial")?,
+        source_ip: row.try_get("source_ip")?,
+        risk: u8::try_from(risk).map_err(|_| StoreError::Corrupt(format!("risk {risk}")))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+    })
+}
+
+fn admin_row(row: &$row) -> Result<AdminTokenRecord> {
+    Ok(AdminTokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: admin_kind(row.try_get("kind")?)?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn audit_row(row: &$row) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        ts: row.try_get("ts")?,
+        actor: row.try_get("actor")?,
+        source_ip: row.try_get("source_ip")?,
+        action: row.try_get("action")?,
+        resource: row.try_get("resource")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        request_id: row.try_get("request_id")?,
+    })
+}
+
+
+/// Revokes every live session matching `column = value` inside `tx`.
+async fn revoke_sessions_where(
+    tx: &mut Transaction<'static, $db>,
+    by: SessionsBy,
+    value: &str,
+    now: i64,
+    reason: &str,
+) -> Result<u64> {
+    let sql = match by {
+        SessionsBy::User => {
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL"
+        }
+        SessionsBy::Device => {
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE device_id = $3 AND revoked_at IS NULL"
+        }
+        SessionsBy::Certificate => {
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE cert_serial = $3 AND revoked_at IS NULL"
+        }
+    };
+    let done = sqlx::query(sql)
+        .bind(now)
+        .bind(reason)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+
+#[async_trait]
+impl Store for $store {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    async fn insert_secret_if_absent(&self, name: &str, value: &str, now: i64) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let stored: String = sqlx::query("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("value")?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, role, status, password_hash, totp_secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7)",
+        )
+        .bind(&user.id)
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(&user.password_hash)
+        .bind(&user.sealed_totp_secret)
+        .bind(user.now)
+        .bind(user.now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match backend(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("user {:?}", user.name)),
+            other => other,
+        })?;
+        for group in &user.groups {
+            sqlx::query(
+                "INSERT INTO user_groups (user_id, grp) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(&user.id)
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        let sql = const_format(USER_COLUMNS, "WHERE u.name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>> {
+        let sql = const_format(USER_COLUMNS, "WHERE u.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let sql = const_format(USER_COLUMNS, "ORDER BY u.name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_row).collect()
+    }
+
+    async fn set_user_status(&self, id: &str, status: UserStatus, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(user_status_str(status))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if status == UserStatus::Suspended {
+            revoke_sessions_where(&mut tx, SessionsBy::User, id, now, "user suspended").await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: &str,
+        now: i64,
+        threshold: u32,
+        lock_secs: i64,
+    ) -> Result<LockState> {
+        // One statement: concurrent failures (even on several controllers)
+        // each count, and the lock is set by whichever reaches the threshold.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= $1 \
+                                    THEN 1 ELSE failed_logins + 1 END, \
+               locked_until = CASE \
+                 WHEN locked_until IS NOT NULL AND locked_until <= $1 THEN \
+                   CASE WHEN 1 >= $2 THEN $1 + $3 ELSE NULL END \
+                 WHEN locked_until IS NOT NULL THEN locked_until \
+                 WHEN failed_logins + 1 >= $2 THEN $1 + $3 \
+                 ELSE NULL END, \
+               updated_at = $1 \
+             WHERE id = $4 RETURNING failed_logins, locked_until",
+        )
+        .bind(now)
+        .bind(i64::from(threshold))
+        .bind(lock_secs)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let failed: i64 = row.try_get("failed_logins")?;
+        Ok(LockState {
+            failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
+            locked_until: row.try_get("locked_until")?,
+        })
+    }
+
+    async fn unlock_user(&self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 \
+             AND (totp_last_step IS NULL OR totp_last_step < $3)",
+        )
+        .bind(step)
+        .bind(id)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reset_totp(&self, id: &str, sealed_secret: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_last_step = NULL, updated_at = $2 WHERE id = $3",
+        )
+        .bind(sealed_secret)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, token_hash, user_id, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&t.id)
+        .bind(&t.token_hash)
+        .bind(&t.user_id)
+        .bind(&t.created_by)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enrollment_token(&self, token_hash: &str) -> Result<Option<EnrollmentTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(EnrollmentTokenRecord {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                expires_at: r.try_get("expires_at")?,
+                used_at: r.try_get("used_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn enroll_device(
+        &self,
+        token_hash: &str,
+        now: i64,
+        device: &NewDevice,
+        cert: &CertificateRecord,
+    ) -> Result<EnrollOutcome> {
+        let mut tx = self.write_tx().await?;
+        // The compare-and-set comes first: it is what makes the token single
+        // use, even with two controllers racing on one database.
+        let used = sqlx::query(
+            "UPDATE enrollment_tokens SET used_at = $1, device_id = $2 \
+             WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $4 AND user_id = $5",
+        )
+        .bind(now)
+        .bind(&device.id)
+        .bind(token_hash)
+        .bind(now)
+        .bind(&device.user_id)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            let row = sqlx::query(
+                "SELECT expires_at, used_at FROM enrollment_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            return Ok(match row {
+                None => EnrollOutcome::TokenUnknown,
+                Some(r) => {
+                    let used_at: Option<i64> = r.try_get("used_at")?;
+                    if used_at.is_some() {
+                        EnrollOutcome::TokenUsed
+                    } else {
+                        EnrollOutcome::TokenExpired
+                    }
+                }
+            });
+        }
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, status, hostname, posture, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&device.id)
+        .bind(&device.user_id)
+        .bind(device_status_str(device.status))
+        .bind(&device.hostname)
+        .bind(&device.posture)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_certificate(&mut tx, cert).await?;
+        tx.commit().await?;
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<DeviceRecord>> {
+        let sql = format!("{DEVICE_SELECT} WHERE d.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    async fn list_devices(&self) -> Result<Vec<DeviceRecord>> {
+        let sql = format!("{DEVICE_SELECT} ORDER BY d.created_at, d.id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_row).collect()
+    }
+
+    async fn set_device_status(&self, id: &str, status: DeviceStatus, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        // A revoked device stays revoked: re-approval needs a new enrollment.
+        let done = sqlx::query(
+            "UPDATE devices SET status = $1, updated_at = $2 WHERE id = $3 AND status <> 'revoked'",
+        )
+        .bind(device_status_str(status))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 && status == DeviceStatus::Revoked {
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $1, revoked_reason = 'device revoked' \
+                 WHERE device_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            revoke_sessions_where(&mut tx, SessionsBy::Device, id, now, "device revoked").await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
+        let row = sqlx::query("SELECT * FROM certificates WHERE serial = $1")
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(cert_row).transpose()
+    }
+
+    async fn revoke_certificate(&self, serial: &str, now: i64, reason: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE certificates SET revoked_at = $1, revoked_reason = $2 WHERE serial = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(serial)
+        .execute(&mut *tx)
+        .await?;
+        revoke_sessions_where(
+            &mut tx,
+            SessionsBy::Certificate,
+            serial,
+            now,
+            "certificate revoked",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn open_session(&self, s: &SessionRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, device_id, cert_serial, source_ip, risk, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(&s.device_id)
+        .bind(&s.cert_serial)
+        .bind(&s.source_ip)
+        .bind(i64::from(s.risk))
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+            .bind(&s.user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let sql = format!("{SESSION_SELECT} WHERE s.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(session_row).transpose()
+    }
+
+    async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>> {
+        let rows = match live_at {
+            Some(now) => {
+                let sql = format!(
+                    "{SESSION_SELECT} WHERE s.revoked_at IS NULL AND s.expires_at > $1 ORDER BY s.created_at"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("{SESSION_SELECT} ORDER BY s.created_at");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(session_row).collect()
+    }
+
+    async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_admin_token(&self, t: &AdminTokenRecord) -> Result<()> {
+        insert_admin_token(&self.pool, t).await
+    }
+
+    async fn admin_token(&self, id: &str) -> Result<Option<AdminTokenRecord>> {
+        let row = sqlx::query("SELECT * FROM admin_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(admin_row).transpose()
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminTokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM admin_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(admin_row).collect()
+    }
+
+    async fn exchange_bootstrap_token(
+        &self,
+        bootstrap_id: &str,
+        now: i64,
+        replacement: &AdminTokenRecord,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE admin_tokens SET used_at = $1 WHERE id = $2 AND kind = 'bootstrap' \
+             AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(now)
+        .bind(bootstrap_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_admin_token(&mut *tx, replacement).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_admin_token(&self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(e.ts)
+        .bind(&e.actor)
+        .bind(&e.source_ip)
+        .bind(&e.action)
+        .bind(&e.resource)
+        .bind(e.outcome.as_str())
+        .bind(&e.reason)
+        .bind(&e.request_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+}
+
+fn const_format(columns: &str, tail: &str) -> String {
+    format!("SELECT {columns} FROM users u {tail}")
+}
+
+async fn insert_certificate(
+    tx: &mut Transaction<'static, $db>,
+    c: &CertificateRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, device_id, not_before, not_after, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&c.serial)
+    .bind(&c.device_id)
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(c.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_admin_token<'e, E>(executor: E, t: &AdminTokenRecord) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = $db>,
+{
+    sqlx::query(
+        "INSERT INTO admin_tokens (id, name, kind, secret_hash, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(t.kind.as_str())
+    .bind(&t.secret_hash)
+    .bind(&t.created_by)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+    };
+}
+pub(crate) use store_impl;
