@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -10,15 +11,6 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_dev(dir: &std::path::Path) -> (Running, std::time::SystemTime) {
     let started = std::time::SystemTime::now();

@@ -11,4 +11,5 @@ mod admin_api;
 mod cli;
 mod enrollment;
 mod login;
+mod multi_controller;
 mod tokens;

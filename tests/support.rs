@@ -377,3 +377,22 @@ pub fn error_code(body: &Value) -> &str {
 pub fn umbra_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_umbra"))
 }
+
+/// A child process killed (and reaped) when the test ends, pass or fail.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

@@ -52,6 +52,24 @@ pub struct RawConfig {
 pub struct RawStore {
     pub backend: Option<String>,
     pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+/// Which store the controller uses.
+#[derive(Debug)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+    Postgres { url: Redacted, max_connections: u32 },
+}
+
+/// A string that may hold a secret (a database password): `Debug` hides it.
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,7 +124,7 @@ pub struct Config {
     pub trust_domain: TrustDomain,
     pub server_names: Vec<String>,
     pub kek: Kek,
-    pub store_path: PathBuf,
+    pub store: StoreConfig,
     pub lockout_threshold: u32,
     pub lockout_secs: i64,
     pub totp_issuer: String,
@@ -203,16 +221,56 @@ impl RawConfig {
             message: e.to_string(),
         })?;
 
-        match self.store.backend.as_deref().unwrap_or("sqlite") {
-            "sqlite" => {}
+        let store = match self.store.backend.as_deref().unwrap_or("sqlite") {
+            "sqlite" => {
+                if self.store.url.is_some() {
+                    return Err(ConfigError::Invalid {
+                        key: "store.url",
+                        message: "only for backend = \"postgres\" (SQLite uses store.path)".into(),
+                    });
+                }
+                StoreConfig::Sqlite {
+                    path: self.store.path.unwrap_or_else(|| data_dir.join("umbra.db")),
+                }
+            }
+            "postgres" => {
+                let url = self.store.url.ok_or(ConfigError::Invalid {
+                    key: "store.url",
+                    message: "required for backend = \"postgres\" (postgres://user@host/db)".into(),
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::Invalid {
+                        key: "store.url",
+                        message: "must start with postgres:// or postgresql://".into(),
+                    });
+                }
+                if self.store.path.is_some() {
+                    return Err(ConfigError::Invalid {
+                        key: "store.path",
+                        message: "only for backend = \"sqlite\"".into(),
+                    });
+                }
+                let max_connections = self.store.max_connections.unwrap_or(16);
+                if !(1..=1000).contains(&max_connections) {
+                    return Err(ConfigError::Invalid {
+                        key: "store.max_connections",
+                        message: "must be 1..=1000".into(),
+                    });
+                }
+                StoreConfig::Postgres {
+                    url: Redacted(url),
+                    max_connections,
+                }
+            }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "store.backend",
-                    message: format!("{other:?} is not supported (supported: \"sqlite\")"),
+                    message: format!(
+                        "{other:?} is not supported (supported: \"sqlite\", \"postgres\")"
+                    ),
                 });
             }
-        }
-        let store_path = self.store.path.unwrap_or_else(|| data_dir.join("umbra.db"));
+        };
 
         let a = self.auth;
         let lockout_threshold = a.lockout_threshold.unwrap_or(5);
@@ -282,7 +340,7 @@ impl RawConfig {
             trust_domain,
             server_names,
             kek,
-            store_path,
+            store,
             lockout_threshold,
             lockout_secs: secs("auth.lockout_seconds", a.lockout_seconds, 900, 1)?,
             totp_issuer,
@@ -418,6 +476,37 @@ mod tests {
                 .expect_err("iss")
                 .to_string()
                 .contains("token_issuer")
+        );
+    }
+
+    #[test]
+    fn postgres_store_needs_a_url_and_hides_its_password() {
+        let parse = |t: &str| RawConfig::from_toml(Path::new("c"), t).expect("parse");
+        let err = parse("[store]\nbackend = \"postgres\"")
+            .validate(Some(KEK))
+            .expect_err("url");
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let err = parse("[store]\nbackend = \"postgres\"\nurl = \"mysql://x\"")
+            .validate(Some(KEK))
+            .expect_err("scheme");
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let err = parse("[store]\nurl = \"postgres://x/y\"")
+            .validate(Some(KEK))
+            .expect_err("sqlite+url");
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let c = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db\"")
+            .validate(Some(KEK))
+            .expect("valid");
+        assert!(matches!(
+            c.store,
+            StoreConfig::Postgres {
+                max_connections: 16,
+                ..
+            }
+        ));
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the database password stays out of Debug"
         );
     }
 }

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use umbra_pki::{CertificateAuthority, Kek};
-use umbra_store::{AdminTokenKind, AdminTokenRecord, AuditEvent, Outcome, SqliteStore, Store};
+use umbra_store::{
+    AdminTokenKind, AdminTokenRecord, AuditEvent, Outcome, PgStore, SqliteStore, Store,
+};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::error::Failure;
 use crate::password::Passwords;
 use crate::ratelimit::RateLimiter;
@@ -74,7 +76,13 @@ impl Controller {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).await?);
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+            StoreConfig::Postgres {
+                url,
+                max_connections,
+            } => Arc::new(PgStore::open(&url.0, *max_connections).await?),
+        };
         Self::start_with_store(config, store, clock).await
     }
 
@@ -108,6 +116,13 @@ impl Controller {
             login_limiter,
             bootstrap_file: None,
         };
+        // The CA certificate is public: written where operators and agents'
+        // installers can pick it up (and check its fingerprint out of band).
+        let ca_path = controller.config.data_dir.join("ca.pem");
+        std::fs::write(&ca_path, controller.ca.cert_pem()).map_err(|source| StartError::Write {
+            path: ca_path,
+            source,
+        })?;
         controller.bootstrap_file = controller.maybe_issue_bootstrap().await?;
         Ok(Arc::new(controller))
     }

@@ -74,7 +74,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let url = format!("https://127.0.0.1:{}", addr.port());
     let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, controller.ca.cert_pem())?;
 
     let shutdown = CancellationToken::new();
     crate::spawn_signal_handler(shutdown.clone());
