@@ -315,3 +315,83 @@ async fn malformed_and_oversized_json_get_specific_errors_and_change_nothing() {
         (StatusCode::CONFLICT, "conflict")
     );
 }
+
+#[tokio::test]
+async fn devices_renew_over_mtls_before_expiry_and_not_after_revocation() {
+    let tc = start().await;
+    let user = tc.create_user("rita", &[]).await;
+    let dev = tc.enroll("rita").await;
+    let (_, csr) = key_and_csr();
+    let (status, body) = tc
+        .public()
+        .post("/api/v1/devices/renew", None, json!({"csr_pem": csr}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "client_certificate_required")
+    );
+
+    // An hour before the 24 h certificate expires, the device renews with a fresh key.
+    tc.clock.advance(23 * 3600);
+    let (key2, csr2) = key_and_csr();
+    let (status, body) = tc
+        .with_device(&dev)
+        .post("/api/v1/devices/renew", None, json!({"csr_pem": csr2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], dev.id.as_str());
+    assert_ne!(body["serial"], dev.serial.as_str());
+    let renewed = TestDevice {
+        id: dev.id.clone(),
+        serial: body["serial"].as_str().expect("serial").into(),
+        cert_pem: body["certificate_pem"].as_str().expect("cert").into(),
+        key_pem: key2,
+    };
+    assert!(
+        tc.last_audit_reason("device.renew")
+            .await
+            .starts_with("allow: serial")
+    );
+
+    // Past the old certificate's expiry (by the controller's clock, which the
+    // TLS layer uses too) the old one fails the handshake; the new one logs in.
+    tc.clock.advance(2 * 3600);
+    let old = tc
+        .with_device(&dev)
+        .try_call(
+            reqwest::Method::POST,
+            "/api/v1/devices/renew",
+            None,
+            Some(Body::Json(json!({"csr_pem": "x"}))),
+        )
+        .await;
+    assert!(old.is_err(), "an expired certificate cannot renew: {old:?}");
+    tc.wait_audit("tls.handshake", "xpired").await;
+    let (status, body) = tc.login(&renewed, &user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A bad CSR changes nothing; a revoked device cannot renew.
+    let (status, body) = tc
+        .with_device(&renewed)
+        .post("/api/v1/devices/renew", None, json!({"csr_pem": "garbage"}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_csr")
+    );
+    tc.admin_post(
+        &format!("/api/v1/admin/devices/{}/revoke", dev.id),
+        json!(null),
+    )
+    .await;
+    let (_, csr3) = key_and_csr();
+    let (status, _) = tc
+        .with_device(&renewed)
+        .post("/api/v1/devices/renew", None, json!({"csr_pem": csr3}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        tc.last_audit_reason("device.renew").await,
+        "deny: certificate_revoked"
+    );
+}

@@ -29,17 +29,20 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
 
 /// A server that verifies any presented client certificate against `ca`,
 /// but lets clients without one through to the HTTP layer.
+/// `time` is the clock client certificates are checked against: injectable,
+/// so expiry can be tested without waiting.
 pub fn server_config(
     ca: &CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: &[u8],
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
 ) -> Result<ServerConfig, PkiError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| PkiError::Tls(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)

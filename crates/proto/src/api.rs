@@ -139,6 +139,15 @@ pub struct EnrollResponse {
     pub not_after: String,
 }
 
+/// `POST /api/v1/devices/renew`, over mTLS with the current certificate.
+/// The answer is an [`EnrollResponse`] for the same device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// A CSR for the new certificate: a fresh key is recommended.
+    pub csr_pem: String,
+}
+
 // ---- devices and certificates ---------------------------------------------
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

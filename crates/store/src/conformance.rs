@@ -326,6 +326,59 @@ pub async fn revocation_cascades(store: &dyn Store) {
     );
 }
 
+pub async fn renewal_needs_a_live_certificate_and_device(store: &dyn Store) {
+    let (_, dev, serial) = enrolled(store, "ivan").await;
+    assert!(
+        store
+            .add_renewed_certificate(&serial, &cert("s-ivan-2", &dev))
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        store
+            .certificate("s-ivan-2")
+            .await
+            .expect("read")
+            .expect("exists")
+            .device_id,
+        dev
+    );
+    // Not from another device's certificate, nor from a revoked one.
+    let (_, other_dev, _) = enrolled(store, "judy").await;
+    assert!(
+        !store
+            .add_renewed_certificate(&serial, &cert("s-x", &other_dev))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        store
+            .revoke_certificate(&serial, NOW, "lost")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .add_renewed_certificate(&serial, &cert("s-ivan-3", &dev))
+            .await
+            .expect("renew")
+    );
+    // Nor for a revoked device, even from its live renewed certificate.
+    assert!(
+        store
+            .set_device_status(&dev, DeviceStatus::Revoked, NOW)
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .add_renewed_certificate("s-ivan-2", &cert("s-ivan-4", &dev))
+            .await
+            .expect("renew")
+    );
+    assert!(store.certificate("s-ivan-4").await.expect("read").is_none());
+}
+
 pub async fn bootstrap_exchanges_once(store: &dyn Store) {
     let boot = AdminTokenRecord {
         id: "boot".into(),
@@ -417,7 +470,8 @@ macro_rules! suite {
         $crate::conformance::suite!(@ $make;
             users_and_groups, lockout_counts_and_expires, totp_steps_are_single_use,
             enrollment_tokens_are_single_use_and_atomic, revocation_cascades,
-            bootstrap_exchanges_once, audit_appends_in_order);
+            bootstrap_exchanges_once, audit_appends_in_order,
+            renewal_needs_a_live_certificate_and_device);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

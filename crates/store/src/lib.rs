@@ -98,6 +98,14 @@ pub trait Store: Send + Sync + 'static {
     /// Revoking also revokes the device's certificates and sessions.
     async fn set_device_status(&self, id: &str, status: DeviceStatus, now: i64) -> Result<bool>;
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;
+    /// Records a renewed certificate for the device that holds `old_serial`,
+    /// if that certificate is unrevoked and the device not revoked (checked
+    /// in the same statement). Returns false when refused.
+    async fn add_renewed_certificate(
+        &self,
+        old_serial: &str,
+        cert: &CertificateRecord,
+    ) -> Result<bool>;
     /// Revokes one certificate and the sessions bound to it.
     async fn revoke_certificate(&self, serial: &str, now: i64, reason: &str) -> Result<bool>;
 

@@ -536,6 +536,25 @@ impl Store for $store {
         row.as_ref().map(cert_row).transpose()
     }
 
+    async fn add_renewed_certificate(&self, old_serial: &str, c: &CertificateRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO certificates (serial, device_id, not_before, not_after, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS ( \
+               SELECT 1 FROM certificates o JOIN devices d ON d.id = o.device_id \
+               WHERE o.serial = $6 AND o.device_id = $2 AND o.revoked_at IS NULL \
+               AND d.status <> 'revoked')",
+        )
+        .bind(&c.serial)
+        .bind(&c.device_id)
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(c.created_at)
+        .bind(old_serial)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn revoke_certificate(&self, serial: &str, now: i64, reason: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(

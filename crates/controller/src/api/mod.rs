@@ -4,11 +4,13 @@
 //! - [`public`]: health, readiness, JWKS, CA certificate.
 //! - [`enroll`]: device enrollment (public; the token authenticates).
 //! - [`auth`]: login, logout, session introspection (mTLS required).
+//! - [`devices`]: certificate renewal (mTLS with the current certificate).
 //! - [`admin`]: everything under `/api/v1/admin` (admin credential required).
 //! - [`guard`]: credential checks shared by `auth` and `admin`.
 
 mod admin;
 mod auth;
+mod devices;
 mod enroll;
 mod guard;
 mod public;
@@ -35,6 +37,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/.well-known/jwks.json", get(public::jwks))
         .route("/api/v1/ca", get(public::ca))
         .route("/api/v1/enroll", post(enroll::enroll))
+        .route("/api/v1/devices/renew", post(devices::renew))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/session", get(auth::session))
