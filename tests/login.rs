@@ -369,3 +369,81 @@ async fn pending_devices_wait_for_approval() {
     let (status, body) = tc.login(&dev, &user).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn recovery_codes_replace_a_totp_code_once_and_count_as_failures_when_wrong() {
+    let tc = start().await;
+    let user = tc.create_user("rob", &[]).await;
+    let dev = tc.enroll("rob").await;
+    let codes = tc
+        .admin_post("/api/v1/admin/users/rob/recovery-codes", json!(null))
+        .await;
+    let codes: Vec<String> = codes["codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let http = tc.with_device(&dev);
+    let with_code =
+        |code: &str| json!({"user": "rob", "password": user.password, "recovery_code": code});
+    let (status, body) = http
+        .post("/api/v1/auth/login", None, with_code(&codes[0]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .contains("recovery code used, 9 left")
+    );
+    // Once only.
+    let (status, _) = http
+        .post("/api/v1/auth/login", None, with_code(&codes[0]))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .starts_with("deny: bad_recovery_code; failure 1")
+    );
+    // A code still needs the password.
+    let (status, _) = http
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"user": "rob", "password": "not-the-password", "recovery_code": codes[1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .starts_with("deny: bad_password")
+    );
+    // Both factors at once, or none, is refused before any check.
+    let code = oathtool(&user.totp_secret, tc.now());
+    let (status, _) = http
+        .post("/api/v1/auth/login", None, json!({"user": "rob", "password": user.password, "totp": code, "recovery_code": codes[1]}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        tc.last_audit_reason("auth.login").await,
+        "deny: second_factor_missing_or_ambiguous"
+    );
+    // A new set retires the old one; codes are stored only as keyed hashes.
+    tc.admin_post("/api/v1/admin/users/rob/recovery-codes", json!(null))
+        .await;
+    let (status, _) = http
+        .post("/api/v1/auth/login", None, with_code(&codes[2]))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let db = std::fs::read(tc.dir.path().join("umbra.db")).unwrap_or_default();
+    let wal = std::fs::read(tc.dir.path().join("umbra.db-wal")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&[db, wal].concat()).into_owned();
+    assert!(
+        !codes
+            .iter()
+            .any(|c| text.contains(c.as_str()) || text.contains(&c.replace('-', "")))
+    );
+}

@@ -21,6 +21,7 @@ pub mod context;
 pub mod error;
 pub mod password;
 pub mod ratelimit;
+pub mod recovery;
 pub mod secrets;
 pub mod server;
 pub mod state;

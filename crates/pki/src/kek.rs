@@ -10,6 +10,7 @@
 //! fails to open instead of being accepted as that row's secret.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
@@ -22,6 +23,10 @@ const PREFIX: &str = "v1.";
 /// The key-encryption key. `Debug` never prints key material.
 pub struct Kek {
     key: RandomizedNonceKey,
+    /// A separate key, derived from the KEK, for keyed hashes of
+    /// low-entropy secrets (recovery codes): a stolen database cannot be
+    /// brute-forced offline without the KEK.
+    mac: hmac::Key,
     id: String,
 }
 
@@ -45,7 +50,12 @@ impl Kek {
         // sealed a value without revealing anything about the key.
         let digest = Sha256::digest([b"umbra-kek-id:".as_slice(), bytes].concat());
         let id = hex::encode(&digest[..8]);
-        Ok(Self { key, id })
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"umbra-kek-mac-v1",
+        );
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        Ok(Self { key, mac, id })
     }
 
     /// Parses the standard base64 form used in config files and `UMBRA_KEK`.
@@ -70,6 +80,15 @@ impl Kek {
     /// Public, non-secret identifier of this key.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A keyed hash of `data` bound to `context`, hex.
+    pub fn mac(&self, context: &str, data: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(context.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(data);
+        hex::encode(ctx.sign().as_ref())
     }
 
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<String, PkiError> {
@@ -167,6 +186,16 @@ mod tests {
             k.open("c", "v1.AAAA"),
             Err(PkiError::SealedFormat(_))
         ));
+    }
+
+    #[test]
+    fn macs_depend_on_key_context_and_data() {
+        let m = kek(7).mac("recovery:u1", b"abcde");
+        assert_eq!(m.len(), 64);
+        assert_eq!(m, kek(7).mac("recovery:u1", b"abcde"));
+        assert_ne!(m, kek(8).mac("recovery:u1", b"abcde"));
+        assert_ne!(m, kek(7).mac("recovery:u2", b"abcde"));
+        assert_ne!(m, kek(7).mac("recovery:u1", b"abcdf"));
     }
 
     #[test]

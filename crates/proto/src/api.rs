@@ -169,7 +169,18 @@ pub struct Device {
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
-    pub totp: String,
+    /// The second factor: a TOTP code, or else one recovery code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_code: Option<String>,
+}
+
+/// New one-time recovery codes, shown once; the previous set stops working.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub user: String,
+    pub codes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

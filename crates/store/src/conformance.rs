@@ -379,6 +379,58 @@ pub async fn renewal_needs_a_live_certificate_and_device(store: &dyn Store) {
     assert!(store.certificate("s-ivan-4").await.expect("read").is_none());
 }
 
+pub async fn recovery_codes_are_single_use_and_replaced_together(store: &dyn Store) {
+    let u = user(store, "kim").await;
+    let codes = ["h1".to_string(), "h2".to_string()];
+    store
+        .replace_recovery_codes(&u.id, &codes, NOW)
+        .await
+        .expect("set");
+    assert_eq!(store.recovery_codes_left(&u.id).await.expect("left"), 2);
+    assert!(
+        store
+            .consume_recovery_code(&u.id, "h1", NOW)
+            .await
+            .expect("use")
+    );
+    assert!(
+        !store
+            .consume_recovery_code(&u.id, "h1", NOW)
+            .await
+            .expect("reuse")
+    );
+    assert!(
+        !store
+            .consume_recovery_code(&u.id, "nope", NOW)
+            .await
+            .expect("unknown")
+    );
+    let other = user(store, "lee").await;
+    assert!(
+        !store
+            .consume_recovery_code(&other.id, "h2", NOW)
+            .await
+            .expect("other user")
+    );
+    assert_eq!(store.recovery_codes_left(&u.id).await.expect("left"), 1);
+    store
+        .replace_recovery_codes(&u.id, &["h3".to_string()], NOW)
+        .await
+        .expect("replace");
+    assert!(
+        !store
+            .consume_recovery_code(&u.id, "h2", NOW)
+            .await
+            .expect("old set is gone")
+    );
+    assert!(
+        store
+            .consume_recovery_code(&u.id, "h3", NOW)
+            .await
+            .expect("new")
+    );
+}
+
 pub async fn bootstrap_exchanges_once(store: &dyn Store) {
     let boot = AdminTokenRecord {
         id: "boot".into(),
@@ -471,7 +523,8 @@ macro_rules! suite {
             users_and_groups, lockout_counts_and_expires, totp_steps_are_single_use,
             enrollment_tokens_are_single_use_and_atomic, revocation_cascades,
             bootstrap_exchanges_once, audit_appends_in_order,
-            renewal_needs_a_live_certificate_and_device);
+            renewal_needs_a_live_certificate_and_device,
+            recovery_codes_are_single_use_and_replaced_together);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

@@ -77,6 +77,17 @@ pub trait Store: Send + Sync + 'static {
     /// accepted before. Returns false for a replay.
     async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool>;
     async fn reset_totp(&self, id: &str, sealed_secret: &str, now: i64) -> Result<bool>;
+    /// Replaces the user's recovery codes (by their keyed hashes), together.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        hashes: &[String],
+        now: i64,
+    ) -> Result<()>;
+    /// Uses one recovery code, once. Returns false if unknown or used.
+    async fn consume_recovery_code(&self, user_id: &str, hash: &str, now: i64) -> Result<bool>;
+    /// How many unused recovery codes the user has left.
+    async fn recovery_codes_left(&self, user_id: &str) -> Result<u32>;
 
     // ---- enrollment -------------------------------------------------------
     async fn create_enrollment_token(&self, token: &NewEnrollmentToken) -> Result<()>;

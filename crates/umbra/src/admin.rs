@@ -86,6 +86,10 @@ enum UserCommand {
     ResetTotp {
         name: String,
     },
+    /// New one-time recovery codes (the previous set stops working).
+    RecoveryCodes {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -415,6 +419,25 @@ async fn user(api: &ApiClient, cmd: UserCommand, json: bool) -> Result<()> {
                 return print_json(&r);
             }
             print_totp(&r.user.name, &r.totp.secret, &r.totp.uri);
+            Ok(())
+        }
+        UserCommand::RecoveryCodes { name } => {
+            let r: umbra_proto::api::RecoveryCodes = api
+                .post(
+                    &format!("/api/v1/admin/users/{name}/recovery-codes"),
+                    &Value::Null,
+                )
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "One-time recovery codes for {} (each replaces a TOTP code once; store them safely):",
+                r.user
+            );
+            for code in &r.codes {
+                println!("  {code}");
+            }
             Ok(())
         }
         UserCommand::Suspend { name } => user_action(api, &name, "suspend", json).await,

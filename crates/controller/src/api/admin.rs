@@ -11,7 +11,7 @@ use umbra_proto::ErrorCode;
 use umbra_proto::api::{
     AdminTokenResponse, AuditRecord, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
     CreateUserRequest, CreateUserResponse, Device, DeviceStatus, EnrollmentToken, List,
-    ResetTotpResponse, Session, TotpProvisioning, User, UserStatus,
+    RecoveryCodes, ResetTotpResponse, Session, TotpProvisioning, User, UserStatus,
 };
 use umbra_store::{AdminTokenKind, DeviceRecord, NewEnrollmentToken, NewUser, Outcome, UserRecord};
 use zeroize::Zeroizing;
@@ -23,7 +23,7 @@ use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
 use crate::password::MAX_PASSWORD_LEN;
 use crate::state::{BOOTSTRAP_FILE, new_admin_token};
-use crate::{Controller, secrets, totp};
+use crate::{Controller, recovery, secrets, totp};
 
 type C = State<Arc<Controller>>;
 
@@ -262,7 +262,7 @@ pub async fn get_user(
     Ok(Json(user_view(&user_named(&c, &name).await?, c.now())))
 }
 
-/// `suspend`, `resume`, `unlock` or `reset-totp`.
+/// `suspend`, `resume`, `unlock`, `reset-totp` or `recovery-codes`.
 pub async fn user_action(
     State(c): C,
     admin: Admin,
@@ -271,6 +271,30 @@ pub async fn user_action(
     let user = user_named(&c, &name).await?;
     let now = c.now();
     let resource = format!("user:{name}");
+    if action == "recovery-codes" {
+        let codes = recovery::generate();
+        let hashes: Vec<String> = codes
+            .iter()
+            .map(|code| recovery::hash(&c.config.kek, &user.id, code).ok_or_else(Failure::internal))
+            .collect::<ApiResult<_>>()?;
+        c.store
+            .replace_recovery_codes(&user.id, &hashes, now)
+            .await?;
+        admin
+            .audit(
+                &c,
+                "user.recovery-codes",
+                &resource,
+                &format!("{} codes issued", codes.len()),
+            )
+            .await?;
+        return serde_json::to_value(RecoveryCodes {
+            user: user.name,
+            codes,
+        })
+        .map(Json)
+        .map_err(|_| Failure::internal());
+    }
     let totp = match action.as_str() {
         "suspend" => {
             c.store

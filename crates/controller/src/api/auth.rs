@@ -172,28 +172,41 @@ async fn login_inner(
         return Err(LoginError::Deny(deny("account_locked", resource)));
     }
 
+    // Exactly one second factor: a TOTP code, or a one-time recovery code.
+    let recovery_code = match (req.totp.as_deref(), req.recovery_code.as_deref()) {
+        (Some(_), None) => None,
+        (None, Some(code)) => Some(code),
+        _ => {
+            return Err(LoginError::Deny(deny(
+                "second_factor_missing_or_ambiguous",
+                resource,
+            )));
+        }
+    };
     let password_ok = c
         .passwords
         .verify(password, Some(user.password_hash.clone()))
         .await;
-    let secret = c
-        .config
-        .kek
-        .open(&format!("totp:{}", user.id), &user.sealed_totp_secret)
-        .map_err(|e| {
-            tracing::error!(error = %e, user = %user.name, "TOTP secret does not unseal");
-            Failure::internal()
-        })?;
-    let step = totp::verify(&secret, req.totp.trim(), now);
-    let failure = match (password_ok, step) {
-        (false, _) => Some("bad_password"),
-        (true, None) => Some("bad_totp"),
-        (true, Some(step)) => {
-            if c.store.consume_totp_step(&user.id, step).await? {
-                None
-            } else {
-                Some("totp_replayed")
-            }
+    let failure = if !password_ok {
+        Some("bad_password")
+    } else if let Some(code) = recovery_code {
+        match crate::recovery::hash(&c.config.kek, &user.id, code) {
+            Some(h) if c.store.consume_recovery_code(&user.id, &h, now).await? => None,
+            _ => Some("bad_recovery_code"),
+        }
+    } else {
+        let secret = c
+            .config
+            .kek
+            .open(&format!("totp:{}", user.id), &user.sealed_totp_secret)
+            .map_err(|e| {
+                tracing::error!(error = %e, user = %user.name, "TOTP secret does not unseal");
+                Failure::internal()
+            })?;
+        match totp::verify(&secret, req.totp.as_deref().unwrap_or_default().trim(), now) {
+            None => Some("bad_totp"),
+            Some(step) if c.store.consume_totp_step(&user.id, step).await? => None,
+            Some(_) => Some("totp_replayed"),
         }
     };
     if let Some(reason) = failure {
@@ -275,11 +288,15 @@ async fn login_inner(
         Failure::internal()
     })?;
     c.store.open_session(&session).await?;
-    let reason = format!(
+    let mut reason = format!(
         "risk {risk} [{}], session {}",
         factors.join(","),
         session.id
     );
+    if recovery_code.is_some() {
+        let left = c.store.recovery_codes_left(&user.id).await?;
+        reason.push_str(&format!("; recovery code used, {left} left"));
+    }
     c.audit_event(
         &format!("user:{}", user.name),
         Some(ctx.ip),
