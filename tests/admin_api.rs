@@ -188,7 +188,7 @@ async fn controller_restart_keeps_the_ca_users_and_issues_no_new_bootstrap() {
         .await
         .expect("start");
     let pin = first.ca.pin();
-    let jwks = serde_json::to_value(first.signer.jwks()).expect("jwks");
+    let jwks = serde_json::to_value(first.signer.jwks(0)).expect("jwks");
     assert!(first.bootstrap_file.is_some());
     first.issue_admin_token("ops", "test").await.expect("token");
     drop(first);
@@ -197,7 +197,7 @@ async fn controller_restart_keeps_the_ca_users_and_issues_no_new_bootstrap() {
         .expect("restart");
     assert_eq!(second.ca.pin(), pin, "the CA is loaded, not recreated");
     assert_eq!(
-        serde_json::to_value(second.signer.jwks()).expect("jwks"),
+        serde_json::to_value(second.signer.jwks(0)).expect("jwks"),
         jwks
     );
     assert!(

@@ -211,6 +211,17 @@ async fn totp_codes_and_lockouts_hold_across_controllers() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (_, user) = b.http.get("/api/v1/admin/users/alice", Some(&admin)).await;
     assert!(user["locked_until"].is_string(), "{user}");
+    // A signing key rotated on A: the tokens A signs from now on are
+    // accepted by B, which reads the new key from the store on first sight.
+    let (status, rotated) = a
+        .http
+        .post(
+            "/api/v1/admin/signing-keys/rotate",
+            Some(&admin),
+            json!(null),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
     // Unlocked through B, the user logs in through A.
     let (status, _) = b
         .http
@@ -223,6 +234,16 @@ async fn totp_codes_and_lockouts_hold_across_controllers() {
     assert_eq!(status, StatusCode::OK);
     let (status, body) = login(&a, &dev, "alice", &password, &oathtool(&secret, t + 30)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let kid = jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid");
+    assert_eq!(Some(kid.as_str()), rotated["kid"].as_str());
+    let (status, session) = http(&b.url, &b.ca, Some((&dev.0, &dev.1)))
+        .get("/api/v1/auth/session", Some(token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
 
     // A dump of the shared database holds no TOTP secret and no private key.
     let dump = Command::new("pg_dump")

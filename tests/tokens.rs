@@ -150,3 +150,71 @@ async fn a_token_works_only_with_the_certificate_it_was_issued_to() {
         (StatusCode::UNAUTHORIZED, "client_certificate_required")
     );
 }
+
+#[tokio::test]
+async fn signing_keys_rotate_and_old_tokens_verify_until_they_expire() {
+    let tc = start().await;
+    let (dev, old_token) = logged_in(&tc, "erin").await;
+    let old_kid = jsonwebtoken::decode_header(&old_token)
+        .expect("header")
+        .kid
+        .expect("kid");
+    let rotated = tc
+        .admin_post("/api/v1/admin/signing-keys/rotate", json!(null))
+        .await;
+    let new_kid = rotated["kid"].as_str().expect("kid").to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(
+        tc.last_audit_reason("signing_key.rotate")
+            .await
+            .starts_with("allow: previous keys retire at")
+    );
+
+    // Both keys are published; the old token still works; new tokens use the new key.
+    let (_, jwks) = tc.public().get("/.well-known/jwks.json", None).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(
+        kids,
+        [new_kid.as_str(), old_kid.as_str()],
+        "signing key first"
+    );
+    let http = tc.with_device(&dev);
+    assert_eq!(
+        http.get("/api/v1/auth/session", Some(&old_token)).await.0,
+        StatusCode::OK
+    );
+    let user = tc.create_user("fred", &[]).await;
+    let fred_dev = tc.enroll("fred").await;
+    let (_, login) = tc.login(&fred_dev, &user).await;
+    let new_token = login["token"].as_str().expect("token");
+    assert_eq!(
+        jsonwebtoken::decode_header(new_token)
+            .expect("header")
+            .kid
+            .as_deref(),
+        Some(new_kid.as_str())
+    );
+
+    // Once every token the old key signed has expired, the key is withdrawn.
+    tc.clock.advance(3600 + 61);
+    let (_, jwks) = tc.public().get("/.well-known/jwks.json", None).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(kids, [new_kid.as_str()]);
+    let (status, _) = http.get("/api/v1/auth/session", Some(&old_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let reason = tc.last_audit_reason("auth.session").await;
+    assert!(
+        reason == "deny: token_key_retired" || reason == "deny: token_expired",
+        "{reason}"
+    );
+}

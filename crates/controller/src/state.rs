@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use umbra_pki::{CertificateAuthority, Kek};
 use umbra_store::{
-    AdminTokenKind, AdminTokenRecord, AuditEvent, Outcome, PgStore, SqliteStore, Store,
+    AdminTokenKind, AdminTokenRecord, AuditEvent, Outcome, PgStore, SigningKeyRecord, SqliteStore,
+    Store,
 };
 
 use crate::clock::Clock;
@@ -95,12 +96,14 @@ impl Controller {
         let kek = &config.kek;
         check_kek(store.as_ref(), kek, now).await?;
         let ca = load_or_create_ca(store.as_ref(), kek, &config, now).await?;
-        let key = load_or_create_sealed(store.as_ref(), kek, "token-signing-key", now, || {
-            tokens::generate_key()
-        })
-        .await?;
-        let signer = TokenSigner::from_pkcs8(&config.token_issuer, &key)
-            .map_err(init("token-signing key"))?;
+        if store.signing_keys().await?.is_empty() {
+            let record = new_signing_key(kek, now).map_err(init("token-signing key"))?;
+            // Concurrent first starts: one insert wins, all load the winner.
+            store.insert_first_signing_key(&record).await?;
+        }
+        let keys = load_signing_keys(store.as_ref(), kek).await?;
+        let signer =
+            TokenSigner::new(&config.token_issuer, &keys).map_err(init("token-signing key"))?;
         let passwords = Passwords::new(&config.argon2).map_err(|e| StartError::Init {
             what: "argon2 parameters",
             message: e.to_string(),
@@ -234,6 +237,39 @@ impl Controller {
             })
     }
 
+    /// Re-reads the signing keys from the store: after a rotation here or
+    /// on another controller sharing the store.
+    pub async fn reload_signing_keys(&self) -> Result<(), Failure> {
+        let keys = load_signing_keys(self.store.as_ref(), &self.config.kek)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing keys could not be loaded");
+                Failure::unavailable()
+            })?;
+        self.signer.replace(&keys).map_err(|e| {
+            tracing::error!(error = %e, "signing keys are unusable");
+            Failure::internal()
+        })
+    }
+
+    pub fn may_reload_signing_keys(&self) -> bool {
+        self.signer.claim_reload(self.now())
+    }
+
+    /// Starts signing with a new key. The old ones stay published and
+    /// accepted until every token they signed has expired.
+    pub async fn rotate_signing_key(&self) -> Result<(String, i64), Failure> {
+        let now = self.now();
+        let record = new_signing_key(&self.config.kek, now).map_err(|e| {
+            tracing::error!(error = %e, "signing key generation failed");
+            Failure::internal()
+        })?;
+        let retire_at = now + MAX_TOKEN_LIFETIME_SECS + TOKEN_CLOCK_SKEW_SECS;
+        self.store.rotate_signing_key(&record, retire_at).await?;
+        self.reload_signing_keys().await?;
+        Ok((record.kid, retire_at))
+    }
+
     /// Records a refusal by an unauthenticated peer. The refusal stands
     /// even if the record cannot be written (that error is logged).
     pub async fn audit_denial(
@@ -325,6 +361,45 @@ pub fn write_private(path: &std::path::Path, text: &str) -> Result<(), StartErro
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// The longest a session token lives (the lowest risk band); a retired key
+/// must stay valid this long for the tokens it signed.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
+const TOKEN_CLOCK_SKEW_SECS: i64 = 60;
+
+fn new_signing_key(kek: &Kek, now: i64) -> Result<SigningKeyRecord, String> {
+    let pkcs8 = tokens::generate_key()?;
+    let kid = tokens::kid_of(&pkcs8)?;
+    let sealed_key = kek
+        .seal(&format!("signing-key:{kid}"), &pkcs8)
+        .map_err(|e| e.to_string())?;
+    Ok(SigningKeyRecord {
+        kid,
+        sealed_key,
+        created_at: now,
+        retire_at: None,
+    })
+}
+
+async fn load_signing_keys(
+    store: &dyn Store,
+    kek: &Kek,
+) -> Result<Vec<tokens::KeyMaterial>, StartError> {
+    store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let pkcs8 = kek
+                .open(&format!("signing-key:{}", r.kid), &r.sealed_key)
+                .map_err(|e| init("signing key")(e.to_string()))?;
+            Ok(tokens::KeyMaterial {
+                pkcs8,
+                retire_at: r.retire_at,
+            })
+        })
+        .collect()
+}
+
 async fn check_kek(store: &dyn Store, kek: &Kek, now: i64) -> Result<(), StartError> {
     const CONTEXT: &str = "kek-check";
     let sealed = kek
@@ -337,28 +412,6 @@ async fn check_kek(store: &dyn Store, kek: &Kek, now: i64) -> Result<(), StartEr
             kek_id: kek.id().to_owned(),
         }),
     }
-}
-
-async fn load_or_create_sealed(
-    store: &dyn Store,
-    kek: &Kek,
-    name: &'static str,
-    now: i64,
-    make: impl FnOnce() -> Result<zeroize::Zeroizing<Vec<u8>>, String>,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, StartError> {
-    let sealed = match store.secret(name).await? {
-        Some(s) => s,
-        None => {
-            let fresh = make().map_err(init(name))?;
-            let sealed = kek
-                .seal(name, &fresh)
-                .map_err(|e| init(name)(e.to_string()))?;
-            // Two controllers starting at once agree on whichever won.
-            store.insert_secret_if_absent(name, &sealed, now).await?
-        }
-    };
-    kek.open(name, &sealed)
-        .map_err(|e| init(name)(e.to_string()))
 }
 
 async fn load_or_create_ca(

@@ -48,6 +48,8 @@ pub enum TokenError {
     AlgorithmRefused,
     #[error("token_unknown_key")]
     UnknownKey,
+    #[error("token_key_retired")]
+    RetiredKey,
     #[error("token_bad_signature")]
     BadSignature,
     #[error("token_expired")]
@@ -58,18 +60,56 @@ pub enum TokenError {
     WrongIssuer,
 }
 
-pub struct TokenSigner {
-    issuer: String,
+/// One signing key as loaded from the store.
+pub struct KeyMaterial {
+    pub pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// `None` for the key that signs; otherwise when it stops verifying.
+    pub retire_at: Option<i64>,
+}
+
+struct PublicKey {
+    decoding: DecodingKey,
+    jwk: Jwk,
+    retire_at: Option<i64>,
+}
+
+struct KeySet {
     kid: String,
     encoding: EncodingKey,
-    decoding: HashMap<String, DecodingKey>,
-    jwks: JwkSet,
+    public: HashMap<String, PublicKey>,
+}
+
+/// Signs with the current key; verifies with every key not yet retired.
+/// The key set is swapped whole when keys rotate (here or, read back from
+/// the store, on another controller).
+impl TokenError {
+    /// The audit-trail reason.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed => "token_malformed",
+            Self::AlgNone => "token_alg_none",
+            Self::AlgorithmRefused => "token_algorithm_refused",
+            Self::UnknownKey => "token_unknown_key",
+            Self::RetiredKey => "token_key_retired",
+            Self::BadSignature => "token_bad_signature",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::WrongIssuer => "token_wrong_issuer",
+        }
+    }
+}
+
+pub struct TokenSigner {
+    issuer: String,
+    /// When the keys were last re-read from the store (Unix seconds).
+    reloaded_at: std::sync::atomic::AtomicI64,
+    keys: std::sync::RwLock<std::sync::Arc<KeySet>>,
 }
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSigner")
-            .field("kid", &self.kid)
+            .field("kid", &self.current().kid)
             .field("key", &"***")
             .finish()
     }
@@ -82,28 +122,115 @@ pub fn generate_key() -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     Ok(zeroize::Zeroizing::new(key.serialize_der()))
 }
 
-impl TokenSigner {
-    pub fn from_pkcs8(issuer: &str, pkcs8: &[u8]) -> Result<Self, String> {
-        let key = rcgen::KeyPair::try_from(pkcs8).map_err(|e| e.to_string())?;
-        let kid = hex::encode(&Sha256::digest(key.public_key_raw())[..8]);
-        let encoding = EncodingKey::from_ec_der(pkcs8);
+/// The key id: a hash of the public key, so every controller derives the same.
+pub fn kid_of(pkcs8: &[u8]) -> Result<String, String> {
+    let key = rcgen::KeyPair::try_from(pkcs8).map_err(|e| e.to_string())?;
+    Ok(hex::encode(&Sha256::digest(key.public_key_raw())[..8]))
+}
+
+fn key_set(keys: &[KeyMaterial]) -> Result<KeySet, String> {
+    let mut current = None;
+    let mut public = HashMap::new();
+    for k in keys {
+        let kid = kid_of(&k.pkcs8)?;
+        let encoding = EncodingKey::from_ec_der(&k.pkcs8);
         let mut jwk =
             Jwk::from_encoding_key(&encoding, Algorithm::ES256).map_err(|e| e.to_string())?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
         let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+        if k.retire_at.is_none() && current.is_none() {
+            current = Some((kid.clone(), encoding));
+        }
+        public.insert(
+            kid,
+            PublicKey {
+                decoding,
+                jwk,
+                retire_at: k.retire_at,
+            },
+        );
+    }
+    let (kid, encoding) = current.ok_or("no current signing key")?;
+    Ok(KeySet {
+        kid,
+        encoding,
+        public,
+    })
+}
+
+impl TokenSigner {
+    /// `keys` newest first; the first unretired one signs.
+    pub fn new(issuer: &str, keys: &[KeyMaterial]) -> Result<Self, String> {
+        let set = key_set(keys)?;
         Ok(Self {
             issuer: issuer.to_owned(),
-            decoding: HashMap::from([(kid.clone(), decoding)]),
-            kid,
-            encoding,
-            jwks: JwkSet { keys: vec![jwk] },
+            reloaded_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            keys: std::sync::RwLock::new(std::sync::Arc::new(set)),
         })
     }
 
-    pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
+    pub fn from_pkcs8(issuer: &str, pkcs8: &[u8]) -> Result<Self, String> {
+        Self::new(
+            issuer,
+            &[KeyMaterial {
+                pkcs8: zeroize::Zeroizing::new(pkcs8.to_vec()),
+                retire_at: None,
+            }],
+        )
+    }
+
+    /// Swaps in a new key set (after a rotation).
+    pub fn replace(&self, keys: &[KeyMaterial]) -> Result<(), String> {
+        let set = std::sync::Arc::new(key_set(keys)?);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+        Ok(())
+    }
+
+    /// True at most once per second: bounds the store reads that unknown
+    /// key ids (which anyone can put in a token) can cause.
+    pub fn claim_reload(&self, now: i64) -> bool {
+        let last = self.reloaded_at.load(std::sync::atomic::Ordering::Relaxed);
+        now > last
+            && self
+                .reloaded_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn current(&self) -> std::sync::Arc<KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn current_kid(&self) -> String {
+        self.current().kid.clone()
+    }
+
+    /// The public keys a verifier should accept at `now`.
+    pub fn jwks(&self, now: i64) -> JwkSet {
+        let set = self.current();
+        let mut keys: Vec<&PublicKey> = set
+            .public
+            .values()
+            .filter(|k| k.retire_at.is_none_or(|t| t > now))
+            .collect();
+        // The signing key first, then the others in a stable order.
+        keys.sort_by_key(|k| (k.retire_at.is_some(), k.jwk.common.key_id.clone()));
+        JwkSet {
+            keys: keys.into_iter().map(|k| k.jwk.clone()).collect(),
+        }
     }
 
     pub fn issuer(&self) -> &str {
@@ -111,10 +238,11 @@ impl TokenSigner {
     }
 
     pub fn sign(&self, claims: &SessionClaims) -> Result<String, String> {
+        let set = self.current();
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(set.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, claims, &set.encoding).map_err(|e| e.to_string())
     }
 
     pub fn verify(&self, token: &str, now: i64) -> Result<SessionClaims, TokenError> {
@@ -137,7 +265,11 @@ impl TokenSigner {
             .get("kid")
             .and_then(|k| k.as_str())
             .ok_or(TokenError::UnknownKey)?;
-        let key = self.decoding.get(kid).ok_or(TokenError::UnknownKey)?;
+        let set = self.current();
+        let key = set.public.get(kid).ok_or(TokenError::UnknownKey)?;
+        if key.retire_at.is_some_and(|t| t <= now) {
+            return Err(TokenError::RetiredKey);
+        }
         let mut validation = Validation::new(Algorithm::ES256);
         // Expiry is checked below against the injectable clock, not the
         // library's reading of the system time.
@@ -146,15 +278,16 @@ impl TokenSigner {
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         validation.set_issuer(&[self.issuer.as_str()]);
-        let data = jsonwebtoken::decode::<SessionClaims>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused,
-                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                _ => TokenError::Malformed,
-            }
-        })?;
+        let data = jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused,
+                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                    _ => TokenError::Malformed,
+                }
+            })?;
         let claims = data.claims;
         if claims.exp <= now {
             return Err(TokenError::Expired);
@@ -201,7 +334,7 @@ mod tests {
         let t = s.sign(&claims(2000)).expect("sign");
         assert_eq!(s.verify(&t, 1500).expect("valid"), claims(2000));
         assert_eq!(s.verify(&t, 2000), Err(TokenError::Expired));
-        let jwks = serde_json::to_value(s.jwks()).expect("jwks");
+        let jwks = serde_json::to_value(s.jwks(0)).expect("jwks");
         assert_eq!(jwks["keys"][0]["kty"], "EC");
         assert_eq!(jwks["keys"][0]["crv"], "P-256");
         assert!(
@@ -241,8 +374,8 @@ mod tests {
         );
         assert_eq!(s.verify(&none, 1500), Err(TokenError::AlgNone));
         // HS256 keyed with the public JWK (algorithm confusion).
-        let kid = s.jwks().keys[0].common.key_id.clone();
-        let pubkey = serde_json::to_vec(&s.jwks().keys[0]).expect("jwk");
+        let kid = s.jwks(0).keys[0].common.key_id.clone();
+        let pubkey = serde_json::to_vec(&s.jwks(0).keys[0]).expect("jwk");
         let mut h = Header::new(Algorithm::HS256);
         h.kid = kid;
         let hs = jsonwebtoken::encode(&h, &claims(2000), &EncodingKey::from_secret(&pubkey))

@@ -431,6 +431,49 @@ pub async fn recovery_codes_are_single_use_and_replaced_together(store: &dyn Sto
     );
 }
 
+pub async fn signing_keys_rotate_with_a_retirement_date(store: &dyn Store) {
+    let key = |kid: &str, at: i64| SigningKeyRecord {
+        kid: kid.into(),
+        sealed_key: format!("v1.{kid}"),
+        created_at: at,
+        retire_at: None,
+    };
+    assert!(
+        store
+            .insert_first_signing_key(&key("k1", NOW))
+            .await
+            .expect("first")
+    );
+    assert!(
+        !store
+            .insert_first_signing_key(&key("k0", NOW))
+            .await
+            .expect("second first"),
+        "only one first key"
+    );
+    store
+        .rotate_signing_key(&key("k2", NOW + 10), NOW + 3600)
+        .await
+        .expect("rotate");
+    let keys = store.signing_keys().await.expect("keys");
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.kid.as_str(), k.retire_at))
+            .collect::<Vec<_>>(),
+        [("k2", None), ("k1", Some(NOW + 3600))]
+    );
+    // A second rotation does not move the older key's retirement.
+    store
+        .rotate_signing_key(&key("k3", NOW + 20), NOW + 7200)
+        .await
+        .expect("rotate");
+    let keys = store.signing_keys().await.expect("keys");
+    assert_eq!(
+        keys.iter().map(|k| k.retire_at).collect::<Vec<_>>(),
+        [None, Some(NOW + 7200), Some(NOW + 3600)]
+    );
+}
+
 pub async fn bootstrap_exchanges_once(store: &dyn Store) {
     let boot = AdminTokenRecord {
         id: "boot".into(),
@@ -524,7 +567,8 @@ macro_rules! suite {
             enrollment_tokens_are_single_use_and_atomic, revocation_cascades,
             bootstrap_exchanges_once, audit_appends_in_order,
             renewal_needs_a_live_certificate_and_device,
-            recovery_codes_are_single_use_and_replaced_together);
+            recovery_codes_are_single_use_and_replaced_together,
+            signing_keys_rotate_with_a_retirement_date);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

@@ -55,6 +55,15 @@ pub trait Store: Send + Sync + 'static {
     /// afterwards, so concurrent first starts agree on one CA.
     async fn insert_secret_if_absent(&self, name: &str, value: &str, now: i64) -> Result<String>;
 
+    /// Token-signing keys, newest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores the first signing key unless one exists (concurrent first
+    /// starts agree on one). Returns whether this one was stored.
+    async fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<bool>;
+    /// Makes `key` the signing key and schedules every other unretired key
+    /// to retire at `retire_at`, together.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, retire_at: i64) -> Result<()>;
+
     // ---- users ----------------------------------------------------------
     async fn create_user(&self, user: &NewUser) -> Result<()>;
     async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;

@@ -127,6 +127,16 @@ impl SessionRecord {
     }
 }
 
+/// A token-signing key; `sealed_key` is its PKCS#8 sealed by the KEK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub sealed_key: String,
+    pub created_at: i64,
+    /// `None` for the key that signs now.
+    pub retire_at: Option<i64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminTokenKind {
     /// Written to a 0600 file on first start; only exchangeable, once.

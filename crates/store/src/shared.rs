@@ -248,6 +248,51 @@ impl Store for $store {
         Ok(stored)
     }
 
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRecord {
+                    kid: r.try_get("kid")?,
+                    sealed_key: r.try_get("sealed_key")?,
+                    created_at: r.try_get("created_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_first_signing_key(&self, k: &SigningKeyRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO signing_keys (kid, sealed_key, created_at, retire_at) \
+             SELECT $1, $2, $3, NULL WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+        )
+        .bind(&k.kid)
+        .bind(&k.sealed_key)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_signing_key(&self, k: &SigningKeyRecord, retire_at: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL")
+            .bind(retire_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, sealed_key, created_at, retire_at) VALUES ($1, $2, $3, NULL)")
+            .bind(&k.kid)
+            .bind(&k.sealed_key)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn create_user(&self, user: &NewUser) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(

@@ -57,6 +57,14 @@ enum AdminCommand {
     Token(TokenCommand),
     #[command(subcommand)]
     Audit(AuditCommand),
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Sign session tokens with a new key (old keys verify until their tokens expire).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -336,6 +344,20 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 eprintln!("admin token {} ({}) expires {}", t.id, t.name, t.expires_at);
                 Ok(())
             }
+        }
+        AdminCommand::Keys(KeysCommand::Rotate) => {
+            let v: Value = api
+                .post("/api/v1/admin/signing-keys/rotate", &Value::Null)
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "signing with key {}; previous keys retire at {}",
+                v["kid"].as_str().unwrap_or("?"),
+                v["previous_keys_retire_at"].as_str().unwrap_or("?")
+            );
+            Ok(())
         }
         AdminCommand::Audit(AuditCommand::Export { mut after }) => {
             const PAGE: usize = 1000;

@@ -616,3 +616,22 @@ pub async fn audit(
         .collect();
     Ok(Json(List { items }))
 }
+
+// ---- token-signing keys -------------------------------------------------------------------
+
+/// Starts signing session tokens with a new key; the old keys stay in the
+/// JWKS and keep verifying until every token they signed has expired.
+pub async fn rotate_signing_key(State(c): C, admin: Admin) -> ApiResult<Json<serde_json::Value>> {
+    let (kid, retire_at) = c.rotate_signing_key().await?;
+    admin
+        .audit(
+            &c,
+            "signing_key.rotate",
+            &format!("signing_key:{kid}"),
+            &format!("previous keys retire at {}", rfc3339(retire_at)),
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "kid": kid, "previous_keys_retire_at": rfc3339(retire_at) }),
+    ))
+}

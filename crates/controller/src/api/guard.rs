@@ -26,16 +26,18 @@ pub async fn verify_session(
 ) -> Result<VerifiedSession, &'static str> {
     let token = ctx.bearer.as_deref().ok_or("no_credential")?;
     let now = c.now();
-    let claims = c.signer.verify(token, now).map_err(|e| match e {
-        crate::tokens::TokenError::Malformed => "token_malformed",
-        crate::tokens::TokenError::AlgNone => "token_alg_none",
-        crate::tokens::TokenError::AlgorithmRefused => "token_algorithm_refused",
-        crate::tokens::TokenError::UnknownKey => "token_unknown_key",
-        crate::tokens::TokenError::BadSignature => "token_bad_signature",
-        crate::tokens::TokenError::Expired => "token_expired",
-        crate::tokens::TokenError::NotYetValid => "token_not_yet_valid",
-        crate::tokens::TokenError::WrongIssuer => "token_wrong_issuer",
-    })?;
+    let claims = match c.signer.verify(token, now) {
+        // A key this controller has not seen: another controller sharing the
+        // store may have rotated. Re-read the keys (at most once a second).
+        Err(crate::tokens::TokenError::UnknownKey) if c.may_reload_signing_keys() => {
+            c.reload_signing_keys()
+                .await
+                .map_err(|_| "store_unavailable")?;
+            c.signer.verify(token, now)
+        }
+        other => other,
+    }
+    .map_err(|e| e.reason())?;
     let cert = ctx.cert.as_ref().ok_or("client_certificate_required")?;
     let peer = PeerCertificate::parse(cert, c.ca.trust_domain())
         .map_err(|_| "certificate_not_a_device")?;

@@ -78,6 +78,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
             post(admin::revoke_admin_token),
         )
         .route("/api/v1/admin/audit", get(admin::audit))
+        .route(
+            "/api/v1/admin/signing-keys/rotate",
+            post(admin::rotate_signing_key),
+        )
         .fallback(|| async { Failure::not_found("route") })
         .method_not_allowed_fallback(|| async {
             let mut f = Failure::new(

@@ -31,7 +31,7 @@ pub async fn readyz(State(c): State<Arc<Controller>>) -> Response {
 }
 
 pub async fn jwks(State(c): State<Arc<Controller>>) -> Response {
-    let mut r = Json(c.signer.jwks().clone()).into_response();
+    let mut r = Json(c.signer.jwks(c.now())).into_response();
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("max-age=300"),
