@@ -50,6 +50,21 @@ fn wait_dev_json(
     panic!("umbra dev did not write dev.json within 60 s");
 }
 
+/// Runs `umbra admin ARGS` against the dev controller, as the README shows.
+fn admin_cli(info: &Value, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(umbra_bin())
+        .arg("admin")
+        .args(args)
+        .env(
+            "UMBRA_CONTROLLER",
+            info["controller_url"].as_str().expect("url"),
+        )
+        .env("UMBRA_ADMIN_TOKEN", token)
+        .env("UMBRA_CA_CERT", info["ca_cert"].as_str().expect("ca"))
+        .output()
+        .expect("umbra admin")
+}
+
 fn sigint(child: &Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -110,19 +125,11 @@ async fn umbra_dev_runs_logs_in_the_demo_user_and_reuses_its_directory() {
     assert_eq!(body["user"], "demo");
 
     // The admin CLI, configured from the environment as the README shows.
-    let out = Command::new(umbra_bin())
-        .args(["admin", "user", "list", "--json"])
-        .env(
-            "UMBRA_CONTROLLER",
-            info["controller_url"].as_str().expect("url"),
-        )
-        .env(
-            "UMBRA_ADMIN_TOKEN",
-            info["admin_token"].as_str().expect("token"),
-        )
-        .env("UMBRA_CA_CERT", info["ca_cert"].as_str().expect("ca"))
-        .output()
-        .expect("umbra admin");
+    let out = admin_cli(
+        &info,
+        info["admin_token"].as_str().expect("token"),
+        &["user", "list", "--json"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -136,32 +143,15 @@ async fn umbra_dev_runs_logs_in_the_demo_user_and_reuses_its_directory() {
         .filter_map(|u| u["name"].as_str())
         .collect();
     assert_eq!(names, ["admin", "demo"]);
-    let out = Command::new(umbra_bin())
-        .args(["admin", "session", "list"])
-        .env(
-            "UMBRA_CONTROLLER",
-            info["controller_url"].as_str().expect("url"),
-        )
-        .env("UMBRA_ADMIN_TOKEN", "uat1.bogus.bogus")
-        .env("UMBRA_CA_CERT", info["ca_cert"].as_str().expect("ca"))
-        .output()
-        .expect("umbra admin");
+    let out = admin_cli(&info, "uat1.bogus.bogus", &["session", "list"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("authentication_failed"));
 
-    let out = Command::new(umbra_bin())
-        .args(["admin", "audit", "export"])
-        .env(
-            "UMBRA_CONTROLLER",
-            info["controller_url"].as_str().expect("url"),
-        )
-        .env(
-            "UMBRA_ADMIN_TOKEN",
-            info["admin_token"].as_str().expect("token"),
-        )
-        .env("UMBRA_CA_CERT", info["ca_cert"].as_str().expect("ca"))
-        .output()
-        .expect("umbra admin audit export");
+    let out = admin_cli(
+        &info,
+        info["admin_token"].as_str().expect("token"),
+        &["audit", "export"],
+    );
     assert!(
         out.status.success(),
         "{}",
