@@ -560,6 +560,187 @@ pub async fn audit_appends_in_order(store: &dyn Store) {
 }
 
 /// Runs each check on a fresh store from `make`.
+pub async fn services_and_gateways(store: &dyn Store) {
+    let svc = ServiceRecord {
+        name: "billing".into(),
+        allow_users: vec!["alice".into()],
+        allow_groups: vec!["eng".into()],
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.put_service(&svc).await.expect("put");
+    let updated = ServiceRecord {
+        allow_users: vec![],
+        updated_at: NOW + 5,
+        ..svc.clone()
+    };
+    store.put_service(&updated).await.expect("replace");
+    let all = store.list_services().await.expect("list");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].allow_users, Vec::<String>::new());
+    assert_eq!(all[0].created_at, NOW, "replace keeps the creation time");
+    assert!(store.delete_service("billing").await.expect("delete"));
+    assert!(!store.delete_service("billing").await.expect("again"));
+
+    let new = NewGateway {
+        name: "gw1".into(),
+        sans: vec!["gw.example".into()],
+        token_hash: "h1".into(),
+        token_expires_at: NOW + 600,
+        created_by: "admin".into(),
+        now: NOW,
+    };
+    assert!(store.put_gateway_token(&new).await.expect("create"));
+    let pending = store
+        .gateway_by_token("h1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(pending.status, GatewayStatus::Pending);
+    assert_eq!(pending.sans, vec!["gw.example".to_owned()]);
+    assert_eq!(
+        store
+            .enroll_gateway("h1", NOW + 601, "aa", NOW + 9999)
+            .await
+            .expect("late"),
+        EnrollOutcome::TokenExpired
+    );
+    assert_eq!(
+        store
+            .enroll_gateway("nope", NOW, "aa", NOW + 9999)
+            .await
+            .expect("unknown"),
+        EnrollOutcome::TokenUnknown
+    );
+    assert_eq!(
+        store
+            .enroll_gateway("h1", NOW + 1, "aa", NOW + 9999)
+            .await
+            .expect("enroll"),
+        EnrollOutcome::Enrolled
+    );
+    assert_eq!(
+        store
+            .enroll_gateway("h1", NOW + 2, "bb", NOW + 9999)
+            .await
+            .expect("replay"),
+        EnrollOutcome::TokenUnknown,
+        "a gateway token is single-use"
+    );
+    let reg = GatewayRegistration {
+        url: "https://gw.example:9443".into(),
+        routes: vec![RouteRecord {
+            service: "billing".into(),
+            host: "billing".into(),
+            path_prefix: "/v1".into(),
+        }],
+        assertion_jwk: "{}".into(),
+        now: NOW + 3,
+    };
+    assert!(store.register_gateway("gw1", &reg).await.expect("register"));
+    let gw = store.gateway("gw1").await.expect("read").expect("found");
+    assert_eq!(gw.status, GatewayStatus::Active);
+    assert_eq!(gw.cert_serial.as_deref(), Some("aa"));
+    assert_eq!(gw.routes, reg.routes);
+    assert!(store.revoke_gateway("gw1", NOW + 4).await.expect("revoke"));
+    assert!(!store.register_gateway("gw1", &reg).await.expect("revoked"));
+    assert!(
+        !store
+            .put_gateway_token(&NewGateway {
+                token_hash: "h2".into(),
+                ..new
+            })
+            .await
+            .expect("token"),
+        "a revoked gateway gets no new token"
+    );
+    assert_eq!(store.list_gateways().await.expect("list").len(), 1);
+}
+
+pub async fn events_are_numbered_in_order_and_pruned(store: &dyn Store) {
+    let w = store.event_window().await.expect("window");
+    assert_eq!((w.first, w.last), (1, 0), "empty log");
+    for i in 0..5 {
+        let seq = store
+            .append_event(NOW + i, "session_revoked", &format!("{{\"n\":{i}}}"))
+            .await
+            .expect("append");
+        assert_eq!(seq, i + 1);
+    }
+    let after = store.events_after(2, 2).await.expect("read");
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(store.prune_events(NOW + 3).await.expect("prune"), 3);
+    let w = store.event_window().await.expect("window");
+    assert_eq!((w.first, w.last), (4, 5));
+    assert_eq!(store.prune_events(NOW + 100).await.expect("prune"), 2);
+    let w = store.event_window().await.expect("window");
+    assert_eq!((w.first, w.last), (6, 5), "numbering survives pruning");
+    assert_eq!(store.append_event(NOW, "x", "{}").await.expect("append"), 6);
+}
+
+pub async fn revocations_list_what_still_matters(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    token(store, "ha", &alice.id, NOW + 600).await;
+    store
+        .enroll_device("ha", NOW, &device("d1", &alice.id), &cert("c1", "d1"))
+        .await
+        .expect("enroll");
+    let session = |id: &str, expires_at| SessionRecord {
+        id: id.into(),
+        user_id: alice.id.clone(),
+        user_name: alice.name.clone(),
+        device_id: "d1".into(),
+        cert_serial: "c1".into(),
+        source_ip: "127.0.0.1".into(),
+        risk: 5,
+        created_at: NOW,
+        expires_at,
+        revoked_at: None,
+        revoked_reason: None,
+    };
+    store
+        .open_session(&session("s-live", NOW + 600))
+        .await
+        .expect("open");
+    store
+        .open_session(&session("s-old", NOW + 10))
+        .await
+        .expect("open");
+    store
+        .open_session(&session("s-kept", NOW + 600))
+        .await
+        .expect("open");
+    store
+        .revoke_session("s-live", NOW, "admin")
+        .await
+        .expect("revoke");
+    store
+        .revoke_session("s-old", NOW, "admin")
+        .await
+        .expect("revoke");
+    store
+        .set_user_status(&bob.id, UserStatus::Suspended, NOW)
+        .await
+        .expect("suspend");
+    let r = store.revocations(NOW + 20).await.expect("revocations");
+    assert_eq!(
+        r.sessions,
+        vec!["s-live".to_owned()],
+        "expired revocations drop out"
+    );
+    assert!(r.certificates.is_empty());
+    assert_eq!(r.users, vec!["bob".to_owned()]);
+    store
+        .set_device_status("d1", DeviceStatus::Revoked, NOW + 21)
+        .await
+        .expect("revoke device");
+    let r = store.revocations(NOW + 22).await.expect("revocations");
+    assert_eq!(r.devices, vec!["d1".to_owned()]);
+    assert_eq!(r.certificates, vec!["c1".to_owned()]);
+    assert_eq!(r.sessions, vec!["s-kept".to_owned(), "s-live".to_owned()]);
+}
+
 macro_rules! suite {
     ($make:expr) => {
         $crate::conformance::suite!(@ $make;
@@ -568,7 +749,8 @@ macro_rules! suite {
             bootstrap_exchanges_once, audit_appends_in_order,
             renewal_needs_a_live_certificate_and_device,
             recovery_codes_are_single_use_and_replaced_together,
-            signing_keys_rotate_with_a_retirement_date);
+            signing_keys_rotate_with_a_retirement_date, services_and_gateways,
+            events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

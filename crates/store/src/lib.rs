@@ -151,6 +151,42 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn revoke_admin_token(&self, id: &str, now: i64) -> Result<bool>;
 
+    // ---- services and gateways --------------------------------------------
+    /// Creates or replaces a service's allow list.
+    async fn put_service(&self, service: &ServiceRecord) -> Result<()>;
+    async fn delete_service(&self, name: &str) -> Result<bool>;
+    async fn list_services(&self) -> Result<Vec<ServiceRecord>>;
+    /// Creates a pending gateway, or gives an existing unrevoked one a new
+    /// enrollment token (and SANs). Returns false if the gateway is revoked.
+    async fn put_gateway_token(&self, gateway: &NewGateway) -> Result<bool>;
+    async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<GatewayRecord>>;
+    /// Consumes the gateway's token and records its certificate, if the
+    /// token is still the gateway's, unexpired and the gateway unrevoked.
+    async fn enroll_gateway(
+        &self,
+        token_hash: &str,
+        now: i64,
+        cert_serial: &str,
+        cert_not_after: i64,
+    ) -> Result<EnrollOutcome>;
+    async fn gateway(&self, name: &str) -> Result<Option<GatewayRecord>>;
+    async fn list_gateways(&self) -> Result<Vec<GatewayRecord>>;
+    /// Records what an active gateway announces. False if not active.
+    async fn register_gateway(&self, name: &str, reg: &GatewayRegistration) -> Result<bool>;
+    async fn revoke_gateway(&self, name: &str, now: i64) -> Result<bool>;
+
+    // ---- events for the gateways ------------------------------------------
+    /// Appends an event and returns its sequence number. Numbers are
+    /// handed out in commit order (see the migration), without gaps.
+    async fn append_event(&self, ts: i64, kind: &str, payload: &str) -> Result<i64>;
+    /// Events with seq > `after`, oldest first, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>>;
+    async fn event_window(&self) -> Result<EventWindow>;
+    /// Drops events older than `before` (Unix seconds); returns how many.
+    async fn prune_events(&self, before: i64) -> Result<u64>;
+    /// The deny lists that matter at `now`.
+    async fn revocations(&self, now: i64) -> Result<Revocations>;
+
     // ---- audit ----------------------------------------------------------------
     /// Appends a record; durable when this returns.
     async fn append_audit(&self, event: &AuditEvent) -> Result<i64>;

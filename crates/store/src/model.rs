@@ -209,3 +209,111 @@ pub struct AuditRecord {
     pub reason: String,
     pub request_id: String,
 }
+
+/// A service and who may reach it (the allow list that stands in for the
+/// policy engine until it lands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub allow_users: Vec<String>,
+    pub allow_groups: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayStatus {
+    /// Created with an enrollment token, not yet enrolled.
+    Pending,
+    Active,
+    Revoked,
+}
+
+impl GatewayStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A new gateway, or a new enrollment token for an existing one.
+#[derive(Clone, Debug)]
+pub struct NewGateway {
+    pub name: String,
+    /// DNS names and IP addresses its certificate may carry (chosen by the
+    /// admin, not by the gateway: a gateway must not claim the controller's
+    /// name).
+    pub sans: Vec<String>,
+    pub token_hash: String,
+    pub token_expires_at: i64,
+    pub created_by: String,
+    pub now: i64,
+}
+
+/// One service route a gateway announces at registration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouteRecord {
+    pub service: String,
+    pub host: String,
+    pub path_prefix: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayRecord {
+    pub name: String,
+    pub status: GatewayStatus,
+    pub sans: Vec<String>,
+    pub token_expires_at: Option<i64>,
+    pub cert_serial: Option<String>,
+    pub cert_not_after: Option<i64>,
+    pub url: Option<String>,
+    pub routes: Vec<RouteRecord>,
+    /// The assertion-signing public key, a JWK as JSON.
+    pub assertion_jwk: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a gateway announces each time it starts.
+#[derive(Clone, Debug)]
+pub struct GatewayRegistration {
+    pub url: String,
+    pub routes: Vec<RouteRecord>,
+    pub assertion_jwk: String,
+    pub now: i64,
+}
+
+/// An event for the gateways, in the order the store numbered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub ts: i64,
+    pub kind: String,
+    pub payload: String,
+}
+
+/// The retained window of the event log: events after `first - 1` up to
+/// `last` can be replayed; a gateway further behind needs a full snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWindow {
+    /// The oldest retained event, or `last + 1` when none is retained.
+    pub first: i64,
+    /// The newest sequence number handed out.
+    pub last: i64,
+}
+
+/// What is revoked and still matters at `now`: the gateways' deny lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// Revoked sessions that have not yet expired.
+    pub sessions: Vec<String>,
+    /// Revoked certificates that have not yet expired (serials, hex).
+    pub certificates: Vec<String>,
+    pub devices: Vec<String>,
+    /// Names of suspended users.
+    pub users: Vec<String>,
+}

@@ -72,6 +72,24 @@ pub(crate) fn admin_kind(s: &str) -> Result<AdminTokenKind> {
     }
 }
 
+pub(crate) fn gateway_status(s: &str) -> Result<crate::model::GatewayStatus> {
+    use crate::model::GatewayStatus;
+    match s {
+        "pending" => Ok(GatewayStatus::Pending),
+        "active" => Ok(GatewayStatus::Active),
+        "revoked" => Ok(GatewayStatus::Revoked),
+        other => Err(StoreError::Corrupt(format!("gateway status {other:?}"))),
+    }
+}
+
+pub(crate) fn to_json(names: &[String]) -> String {
+    serde_json::Value::from(names.to_vec()).to_string()
+}
+
+pub(crate) fn from_json(text: String) -> Result<Vec<String>> {
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("name list: {e}")))
+}
+
 pub(crate) const SESSION_SELECT: &str =
     "SELECT s.*, u.name AS user_name FROM sessions s JOIN users u ON u.id = s.user_id";
 pub(crate) const DEVICE_SELECT: &str =
@@ -782,6 +800,248 @@ impl Store for $store {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn put_service(&self, svc: &ServiceRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO services (name, allow_users, allow_groups, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET \
+             allow_users = excluded.allow_users, allow_groups = excluded.allow_groups, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&svc.name)
+        .bind(to_json(&svc.allow_users))
+        .bind(to_json(&svc.allow_groups))
+        .bind(svc.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM services WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_services(&self) -> Result<Vec<ServiceRecord>> {
+        let rows = sqlx::query("SELECT * FROM services ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ServiceRecord {
+                    name: row.try_get("name")?,
+                    allow_users: from_json(row.try_get("allow_users")?)?,
+                    allow_groups: from_json(row.try_get("allow_groups")?)?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_gateway_token(&self, g: &NewGateway) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO gateways (name, status, sans, token_hash, token_expires_at, created_by, \
+             created_at, updated_at) VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (name) DO UPDATE SET sans = excluded.sans, \
+             token_hash = excluded.token_hash, token_expires_at = excluded.token_expires_at, \
+             updated_at = excluded.updated_at WHERE gateways.status <> 'revoked'",
+        )
+        .bind(&g.name)
+        .bind(to_json(&g.sans))
+        .bind(&g.token_hash)
+        .bind(g.token_expires_at)
+        .bind(&g.created_by)
+        .bind(g.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<GatewayRecord>> {
+        sqlx::query("SELECT * FROM gateways WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(gateway_row)
+            .transpose()
+    }
+
+    async fn enroll_gateway(
+        &self,
+        token_hash: &str,
+        now: i64,
+        cert_serial: &str,
+        cert_not_after: i64,
+    ) -> Result<EnrollOutcome> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT status, token_expires_at FROM gateways WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(EnrollOutcome::TokenUnknown);
+        };
+        let status: String = row.try_get("status")?;
+        let expires: Option<i64> = row.try_get("token_expires_at")?;
+        if status == "revoked" {
+            return Ok(EnrollOutcome::TokenUsed);
+        }
+        if expires.is_none_or(|e| e <= now) {
+            return Ok(EnrollOutcome::TokenExpired);
+        }
+        sqlx::query(
+            "UPDATE gateways SET status = 'active', token_hash = NULL, token_expires_at = NULL, \
+             cert_serial = $2, cert_not_after = $3, updated_at = $4 WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .bind(cert_serial)
+        .bind(cert_not_after)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn gateway(&self, name: &str) -> Result<Option<GatewayRecord>> {
+        sqlx::query("SELECT * FROM gateways WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(gateway_row)
+            .transpose()
+    }
+
+    async fn list_gateways(&self) -> Result<Vec<GatewayRecord>> {
+        let rows = sqlx::query("SELECT * FROM gateways ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(gateway_row).collect()
+    }
+
+    async fn register_gateway(&self, name: &str, reg: &GatewayRegistration) -> Result<bool> {
+        let routes = serde_json::to_string(&reg.routes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE gateways SET url = $2, services = $3, assertion_jwk = $4, updated_at = $5 \
+             WHERE name = $1 AND status = 'active'",
+        )
+        .bind(name)
+        .bind(&reg.url)
+        .bind(routes)
+        .bind(&reg.assertion_jwk)
+        .bind(reg.now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_gateway(&self, name: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE gateways SET status = 'revoked', token_hash = NULL, updated_at = $2 \
+             WHERE name = $1 AND status <> 'revoked'",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_event(&self, ts: i64, kind: &str, payload: &str) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("UPDATE event_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut *tx)
+            .await?;
+        let seq: i64 = row.try_get("seq")?;
+        sqlx::query("INSERT INTO events (seq, ts, kind, payload) VALUES ($1, $2, $3, $4)")
+            .bind(seq)
+            .bind(ts)
+            .bind(kind)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    seq: row.try_get("seq")?,
+                    ts: row.try_get("ts")?,
+                    kind: row.try_get("kind")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn event_window(&self) -> Result<EventWindow> {
+        let row = sqlx::query(
+            "SELECT (SELECT seq FROM event_counter WHERE id = 1) AS last, \
+             (SELECT MIN(seq) FROM events) AS first",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let last: i64 = row.try_get("last")?;
+        let first: Option<i64> = row.try_get("first")?;
+        Ok(EventWindow {
+            first: first.unwrap_or(last + 1),
+            last,
+        })
+    }
+
+    async fn prune_events(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE ts < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revocations(&self, now: i64) -> Result<Revocations> {
+        let column = |rows: Vec<$row>| -> Result<Vec<String>> {
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        };
+        let sessions = sqlx::query(
+            "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let certificates = sqlx::query(
+            "SELECT serial FROM certificates WHERE revoked_at IS NOT NULL AND not_after > $1 \
+             ORDER BY serial",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let devices = sqlx::query("SELECT id FROM devices WHERE status = 'revoked' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let users = sqlx::query("SELECT name FROM users WHERE status = 'suspended' ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Revocations {
+            sessions: column(sessions)?,
+            certificates: column(certificates)?,
+            devices: column(devices)?,
+            users: column(users)?,
+        })
+    }
+
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let row = sqlx::query(
             "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \
@@ -808,6 +1068,26 @@ impl Store for $store {
             .await?;
         rows.iter().map(audit_row).collect()
     }
+}
+
+fn gateway_row(row: &$row) -> Result<GatewayRecord> {
+    let status: String = row.try_get("status")?;
+    let routes: String = row.try_get("services")?;
+    Ok(GatewayRecord {
+        name: row.try_get("name")?,
+        status: gateway_status(&status)?,
+        sans: from_json(row.try_get("sans")?)?,
+        token_expires_at: row.try_get("token_expires_at")?,
+        cert_serial: row.try_get("cert_serial")?,
+        cert_not_after: row.try_get("cert_not_after")?,
+        url: row.try_get("url")?,
+        routes: serde_json::from_str(&routes)
+            .map_err(|e| StoreError::Corrupt(format!("gateway routes: {e}")))?,
+        assertion_jwk: row.try_get("assertion_jwk")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn const_format(columns: &str, tail: &str) -> String {
