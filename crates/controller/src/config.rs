@@ -106,6 +106,8 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
     pub max_body_bytes: Option<usize>,
+    /// How often this controller reads events other controllers stored.
+    pub event_poll_ms: Option<u64>,
 }
 
 /// Argon2id cost; the defaults are OWASP's (19 MiB, 2 passes, 1 lane).
@@ -139,6 +141,7 @@ pub struct Config {
     pub bootstrap_token_ttl_secs: i64,
     pub admin_token_ttl_secs: i64,
     pub max_body_bytes: usize,
+    pub event_poll: std::time::Duration,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -335,7 +338,15 @@ impl RawConfig {
                 message: "must be 1024..=16777216".into(),
             });
         }
+        let event_poll_ms = self.api.event_poll_ms.unwrap_or(500);
+        if !(10..=60_000).contains(&event_poll_ms) {
+            return Err(ConfigError::Invalid {
+                key: "api.event_poll_ms",
+                message: "must be 10..=60000".into(),
+            });
+        }
         Ok(Config {
+            event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,
             server_names,

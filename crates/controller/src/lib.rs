@@ -15,10 +15,12 @@
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
 mod api;
+mod access;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod password;
 pub mod ratelimit;
 pub mod recovery;

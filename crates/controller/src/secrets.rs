@@ -59,6 +59,8 @@ pub fn split<'a>(prefix: &str, token: &'a str) -> Option<Parts<'a>> {
 pub const ENROLLMENT_PREFIX: &str = "ue1";
 pub const ADMIN_PREFIX: &str = "uat1";
 pub const BOOTSTRAP_PREFIX: &str = "ubt1";
+/// Gateway enrollment tokens: `ug1.<CA pin>.<secret>`.
+pub const GATEWAY_PREFIX: &str = "ug1";
 
 pub fn pin_text(pin: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(pin)

@@ -49,6 +49,8 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let router = crate::api::router(controller.clone());
     let graceful = GracefulShutdown::new();
+    let poll = controller.config.event_poll;
+    tokio::spawn(crate::events::tail(controller.clone(), poll));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "controller listening (HTTPS)");
     }
@@ -99,6 +101,8 @@ pub async fn run(
         });
     }
     drop(listener);
+    // Control channels never end by themselves: close them first.
+    controller.events.stop();
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -50,6 +50,8 @@ pub struct Controller {
     pub signer: TokenSigner,
     pub passwords: Passwords,
     pub login_limiter: RateLimiter,
+    /// Events for the gateways' control channels.
+    pub events: crate::events::EventHub,
     /// Where the bootstrap credential was written, if this start wrote one.
     pub bootstrap_file: Option<PathBuf>,
 }
@@ -117,6 +119,7 @@ impl Controller {
             signer,
             passwords,
             login_limiter,
+            events: crate::events::EventHub::default(),
             bootstrap_file: None,
         };
         // The CA certificate is public: written where operators and agents'
@@ -267,6 +270,9 @@ impl Controller {
         let retire_at = now + MAX_TOKEN_LIFETIME_SECS + TOKEN_CLOCK_SKEW_SECS;
         self.store.rotate_signing_key(&record, retire_at).await?;
         self.reload_signing_keys().await?;
+        let jwks = serde_json::to_value(self.signer.jwks(now)).map_err(|_| Failure::internal())?;
+        self.publish(&umbra_proto::control::Event::KeysChanged { jwks })
+            .await?;
         Ok((record.kid, retire_at))
     }
 

@@ -164,6 +164,37 @@ impl CertificateAuthority {
         self.sign(params, &public_key, now, lifetime_secs)
     }
 
+    /// Signs a gateway's CSR: its SPIFFE ID plus the DNS names and IP
+    /// addresses the admin chose (`sans`), for both serving agents and
+    /// authenticating to the controller.
+    pub fn sign_gateway_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        sans: &[String],
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Result<IssuedCertificate, PkiError> {
+        let public_key = parse_csr(csr_pem)?;
+        let mut params = CertificateParams::new(sans.to_vec())?;
+        let spiffe = self.trust_domain.gateway_id(name);
+        params.subject_alt_names.push(SanType::URI(
+            spiffe
+                .try_into()
+                .map_err(|e: rcgen::Error| PkiError::Certificate(e.to_string()))?,
+        ));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Umbra");
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params, &public_key, now, lifetime_secs)
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses) with a
     /// fresh key; returns the certificate and the key's PKCS#8 DER.
     pub fn issue_server_certificate(

@@ -19,7 +19,7 @@ pub mod spiffe;
 pub mod tls;
 
 pub use ca::{CertificateAuthority, IssuedCertificate};
-pub use identity::PeerCertificate;
+pub use identity::{GatewayCertificate, PeerCertificate};
 pub use kek::Kek;
 pub use spiffe::TrustDomain;
 

@@ -34,6 +34,20 @@ impl TrustDomain {
         format!("spiffe://{}/device/{device}", self.0)
     }
 
+    pub fn gateway_id(&self, name: &str) -> String {
+        format!("spiffe://{}/gateway/{name}", self.0)
+    }
+
+    /// The gateway name in `uri` if it is a gateway SPIFFE ID of this trust
+    /// domain.
+    pub fn parse_gateway_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
+        let rest = uri
+            .strip_prefix("spiffe://")?
+            .strip_prefix(self.0.as_str())?;
+        let name = rest.strip_prefix("/gateway/")?;
+        valid_gateway_name(name).then_some(name)
+    }
+
     /// The device id in `uri` if it is a device SPIFFE ID of this trust domain.
     pub fn parse_device_id<'a>(&self, uri: &'a str) -> Option<&'a str> {
         let rest = uri
@@ -45,6 +59,16 @@ impl TrustDomain {
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         valid.then_some(id)
     }
+}
+
+/// Gateway names: 1–63 lowercase letters, digits and `-`, starting with a
+/// letter or digit (they appear in SPIFFE IDs and in DNS-like contexts).
+pub fn valid_gateway_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl std::fmt::Display for TrustDomain {
@@ -64,6 +88,17 @@ mod tests {
         assert!(TrustDomain::new("").is_err());
         assert!(TrustDomain::new("a/b").is_err());
         assert!(TrustDomain::new("a:80").is_err());
+    }
+
+    #[test]
+    fn gateway_ids_round_trip_and_are_not_devices() {
+        let td = TrustDomain::new("umbra.local").expect("valid");
+        let id = td.gateway_id("edge-1");
+        assert_eq!(td.parse_gateway_id(&id), Some("edge-1"));
+        assert_eq!(td.parse_device_id(&id), None);
+        assert_eq!(td.parse_gateway_id(&td.device_id("edge-1")), None);
+        assert_eq!(td.parse_gateway_id("spiffe://umbra.local/gateway/Edge"), None);
+        assert_eq!(td.parse_gateway_id("spiffe://umbra.local/gateway/a/b"), None);
     }
 
     #[test]

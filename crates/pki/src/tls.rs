@@ -69,3 +69,86 @@ pub fn client_config(
     };
     Ok(config)
 }
+
+/// Decides, after the chain and validity checks pass, whether a client
+/// certificate may complete the handshake (revocation, kind of identity).
+pub trait ClientCertPolicy: Send + Sync + std::fmt::Debug {
+    /// `Err` carries the reason; the peer sees a plain certificate error.
+    fn admit(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::CertificateError>;
+}
+
+/// Client certificates are mandatory and must chain to `ca`, be within their
+/// validity at `time`, and pass `policy` (the gateway's revocation lists):
+/// a revoked device never completes the handshake.
+#[derive(Debug)]
+struct PolicyVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    policy: Arc<dyn ClientCertPolicy>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for PolicyVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.policy
+            .admit(end_entity)
+            .map_err(rustls::Error::InvalidCertificate)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A server that requires a client certificate from `ca` admitted by
+/// `policy` (the gateway's listener). HTTP/1.1 only: routing is by `Host`.
+pub fn strict_server_config(
+    ca: &CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: &[u8],
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+    policy: Arc<dyn ClientCertPolicy>,
+) -> Result<ServerConfig, PkiError> {
+    let inner = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    let verifier = Arc::new(PolicyVerifier { inner, policy });
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let mut config = ServerConfig::builder_with_details(provider(), time)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -8,5 +8,8 @@
 //!
 //! Layout:
 //! - [`risk`]: the 0–100 scale, its bands and the login score.
+//! - [`access`]: the access decision point the gateway and the controller
+//!   ask, today answered from per-service allow lists.
 
+pub mod access;
 pub mod risk;

@@ -193,6 +193,9 @@ pub struct LoginResponse {
     pub user: String,
     pub groups: Vec<String>,
     pub device_id: String,
+    /// The services this session may reach, with their gateways.
+    #[serde(default)]
+    pub services: Vec<crate::control::ServiceAccess>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,4 +258,54 @@ pub struct List<T> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
+}
+
+/// `PUT /api/v1/admin/services/{name}`: who may reach the service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutServiceRequest {
+    #[serde(default)]
+    pub allow_users: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub allow_users: Vec<String>,
+    pub allow_groups: Vec<String>,
+    /// Where the service is routed, from the gateways' registrations.
+    pub gateways: Vec<String>,
+    pub updated_at: String,
+}
+
+/// `POST /api/v1/admin/gateways`: a gateway and its one-time enrollment token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGatewayRequest {
+    pub name: String,
+    /// DNS names and IP addresses agents reach the gateway by.
+    pub sans: Vec<String>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayToken {
+    pub name: String,
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gateway {
+    pub name: String,
+    pub status: String,
+    pub sans: Vec<String>,
+    pub url: Option<String>,
+    pub routes: Vec<crate::control::Route>,
+    pub certificate_serial: Option<String>,
+    pub certificate_expires_at: Option<String>,
+    pub updated_at: String,
 }

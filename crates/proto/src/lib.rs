@@ -8,8 +8,10 @@
 //! - [`error`]: the error envelope and every error code the API can return.
 //! - [`api`]: request and response bodies, grouped by resource.
 //! - [`posture`]: the device posture report (seed 000's `DeviceProfile` fields).
+//! - [`control`]: gateway enrollment, registration and the control channel.
 
 pub mod api;
+pub mod control;
 pub mod error;
 pub mod posture;
 

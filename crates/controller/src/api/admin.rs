@@ -10,10 +10,15 @@ use serde::Deserialize;
 use umbra_proto::ErrorCode;
 use umbra_proto::api::{
     AdminTokenResponse, AuditRecord, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
-    CreateUserRequest, CreateUserResponse, Device, DeviceStatus, EnrollmentToken, List,
-    RecoveryCodes, ResetTotpResponse, Session, TotpProvisioning, User, UserStatus,
+    CreateGatewayRequest, CreateUserRequest, CreateUserResponse, Device, DeviceStatus,
+    EnrollmentToken, Gateway, GatewayToken, List, PutServiceRequest, RecoveryCodes,
+    ResetTotpResponse, Service, Session, TotpProvisioning, User, UserStatus,
 };
-use umbra_store::{AdminTokenKind, DeviceRecord, NewEnrollmentToken, NewUser, Outcome, UserRecord};
+use umbra_proto::control::{Event, Grant, Route};
+use umbra_store::{
+    AdminTokenKind, DeviceRecord, GatewayRecord, NewEnrollmentToken, NewGateway, NewUser, Outcome,
+    ServiceRecord, UserRecord,
+};
 use zeroize::Zeroizing;
 
 use super::guard::Admin;
@@ -300,12 +305,20 @@ pub async fn user_action(
             c.store
                 .set_user_status(&user.id, UserStatus::Suspended, now)
                 .await?;
+            c.publish(&Event::UserSuspended {
+                user: user.name.clone(),
+            })
+            .await?;
             None
         }
         "resume" => {
             c.store
                 .set_user_status(&user.id, UserStatus::Active, now)
                 .await?;
+            c.publish(&Event::UserResumed {
+                user: user.name.clone(),
+            })
+            .await?;
             None
         }
         "unlock" => {
@@ -420,6 +433,12 @@ pub async fn device_action(
             "device is revoked; enroll it again",
         ));
     }
+    if status == DeviceStatus::Revoked {
+        c.publish(&Event::DeviceRevoked {
+            device: device.id.clone(),
+        })
+        .await?;
+    }
     admin
         .audit(&c, &format!("device.{action}"), &format!("device:{id}"), "")
         .await?;
@@ -455,6 +474,10 @@ pub async fn revoke_certificate(
         .store
         .revoke_certificate(&serial, c.now(), &reason)
         .await?;
+    c.publish(&Event::CertificateRevoked {
+        serial: serial.clone(),
+    })
+    .await?;
     admin
         .audit(
             &c,
@@ -503,6 +526,8 @@ pub async fn revoke_session(
         .ok_or_else(|| Failure::not_found("session"))?;
     c.store
         .revoke_session(&id, c.now(), "revoked by administrator")
+        .await?;
+    c.publish(&Event::SessionRevoked { session: id.clone() })
         .await?;
     admin
         .audit(&c, "session.revoke", &format!("session:{id}"), "")
@@ -634,4 +659,220 @@ pub async fn rotate_signing_key(State(c): C, admin: Admin) -> ApiResult<Json<ser
     Ok(Json(
         serde_json::json!({ "kid": kid, "previous_keys_retire_at": rfc3339(retire_at) }),
     ))
+}
+
+// ---- services and their grants -----------------------------------------------------------
+
+const MAX_ALLOW_ENTRIES: usize = 1000;
+
+fn service_view(s: &ServiceRecord, gateways: &[GatewayRecord]) -> Service {
+    Service {
+        name: s.name.clone(),
+        allow_users: s.allow_users.clone(),
+        allow_groups: s.allow_groups.clone(),
+        gateways: gateways
+            .iter()
+            .filter(|g| g.routes.iter().any(|r| r.service == s.name))
+            .map(|g| g.name.clone())
+            .collect(),
+        updated_at: rfc3339(s.updated_at),
+    }
+}
+
+pub async fn list_services(State(c): C, _admin: Admin) -> ApiResult<Json<List<Service>>> {
+    let gateways = c.store.list_gateways().await?;
+    let items = c
+        .store
+        .list_services()
+        .await?
+        .iter()
+        .map(|s| service_view(s, &gateways))
+        .collect();
+    Ok(Json(List { items }))
+}
+
+pub async fn put_service(
+    State(c): C,
+    admin: Admin,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<PutServiceRequest>,
+) -> ApiResult<Json<Service>> {
+    if !valid_name(&name) {
+        return Err(Failure::invalid("service name: 1-64 of [A-Za-z0-9._@-]"));
+    }
+    let mut allow_users = req.allow_users;
+    let mut allow_groups = req.allow_groups;
+    for list in [&mut allow_users, &mut allow_groups] {
+        if list.len() > MAX_ALLOW_ENTRIES || list.iter().any(|n| !valid_name(n)) {
+            return Err(Failure::invalid(format!(
+                "allow lists: at most {MAX_ALLOW_ENTRIES} valid names"
+            )));
+        }
+        list.sort();
+        list.dedup();
+    }
+    let now = c.now();
+    let record = ServiceRecord {
+        name: name.clone(),
+        allow_users,
+        allow_groups,
+        created_at: now,
+        updated_at: now,
+    };
+    c.store.put_service(&record).await?;
+    c.publish(&Event::GrantChanged {
+        service: name.clone(),
+        grant: Some(Grant {
+            service: name.clone(),
+            allow_users: record.allow_users.clone(),
+            allow_groups: record.allow_groups.clone(),
+        }),
+    })
+    .await?;
+    admin
+        .audit(
+            &c,
+            "service.put",
+            &format!("service:{name}"),
+            &format!(
+                "users [{}] groups [{}]",
+                record.allow_users.join(","),
+                record.allow_groups.join(",")
+            ),
+        )
+        .await?;
+    let gateways = c.store.list_gateways().await?;
+    Ok(Json(service_view(&record, &gateways)))
+}
+
+pub async fn delete_service(
+    State(c): C,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if !c.store.delete_service(&name).await? {
+        return Err(Failure::not_found("service"));
+    }
+    c.publish(&Event::GrantChanged {
+        service: name.clone(),
+        grant: None,
+    })
+    .await?;
+    admin
+        .audit(&c, "service.delete", &format!("service:{name}"), "")
+        .await?;
+    Ok(Json(serde_json::json!({ "name": name, "deleted": true })))
+}
+
+// ---- gateways ------------------------------------------------------------------------------
+
+fn gateway_view(g: &GatewayRecord) -> Gateway {
+    Gateway {
+        name: g.name.clone(),
+        status: g.status.as_str().to_owned(),
+        sans: g.sans.clone(),
+        url: g.url.clone(),
+        routes: g
+            .routes
+            .iter()
+            .map(|r| Route {
+                service: r.service.clone(),
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+            })
+            .collect(),
+        certificate_serial: g.cert_serial.clone(),
+        certificate_expires_at: g.cert_not_after.map(rfc3339),
+        updated_at: rfc3339(g.updated_at),
+    }
+}
+
+pub async fn list_gateways(State(c): C, _admin: Admin) -> ApiResult<Json<List<Gateway>>> {
+    let items = c.store.list_gateways().await?.iter().map(gateway_view).collect();
+    Ok(Json(List { items }))
+}
+
+/// A SAN is a DNS name or an IP address; wildcards are refused.
+fn valid_san(san: &str) -> bool {
+    san.parse::<std::net::IpAddr>().is_ok()
+        || ((1..=253).contains(&san.len())
+            && san.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
+}
+
+pub async fn create_gateway(
+    State(c): C,
+    admin: Admin,
+    ApiJson(req): ApiJson<CreateGatewayRequest>,
+) -> ApiResult<Json<GatewayToken>> {
+    if !umbra_pki::spiffe::valid_gateway_name(&req.name) {
+        return Err(Failure::invalid(
+            "name: 1-63 lowercase letters, digits and '-'",
+        ));
+    }
+    if req.sans.is_empty() || req.sans.len() > 32 || !req.sans.iter().all(|s| valid_san(s)) {
+        return Err(Failure::invalid(
+            "sans: 1-32 DNS names or IP addresses (no wildcards)",
+        ));
+    }
+    let ttl = match req.ttl_seconds {
+        None => c.config.enrollment_token_ttl_secs,
+        Some(t) if (60..=30 * 86400).contains(&t) => t as i64,
+        Some(_) => return Err(Failure::invalid("ttl_seconds: must be 60..=2592000")),
+    };
+    let now = c.now();
+    let secret = secrets::random_secret();
+    let record = NewGateway {
+        name: req.name.clone(),
+        sans: req.sans.clone(),
+        token_hash: secrets::hash_secret(&secret),
+        token_expires_at: now + ttl,
+        created_by: admin.actor.clone(),
+        now,
+    };
+    if !c.store.put_gateway_token(&record).await? {
+        return Err(Failure::new(
+            ErrorCode::Conflict,
+            "gateway is revoked; choose another name",
+        ));
+    }
+    admin
+        .audit(
+            &c,
+            "gateway.token",
+            &format!("gateway:{}", req.name),
+            &format!("sans [{}]", req.sans.join(",")),
+        )
+        .await?;
+    Ok(Json(GatewayToken {
+        name: req.name,
+        token: format!(
+            "{}.{}.{secret}",
+            secrets::GATEWAY_PREFIX,
+            secrets::pin_text(&c.ca.pin())
+        ),
+        expires_at: rfc3339(record.token_expires_at),
+    }))
+}
+
+pub async fn revoke_gateway(
+    State(c): C,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Gateway>> {
+    if c.store.gateway(&name).await?.is_none() {
+        return Err(Failure::not_found("gateway"));
+    }
+    c.store.revoke_gateway(&name, c.now()).await?;
+    c.publish(&Event::GatewayRevoked { name: name.clone() })
+        .await?;
+    admin
+        .audit(&c, "gateway.revoke", &format!("gateway:{name}"), "")
+        .await?;
+    let g = c.store.gateway(&name).await?.ok_or_else(Failure::internal)?;
+    Ok(Json(gateway_view(&g)))
 }

@@ -307,12 +307,14 @@ async fn login_inner(
         &ctx.request_id,
     )
     .await?;
+    let services = crate::access::granted_services(c, &user.name, &user.groups).await?;
     Ok(Json(LoginResponse {
         session_id: session.id,
         token,
         expires_at: rfc3339(session.expires_at),
         risk,
         user: user.name,
+        services,
         groups: user.groups,
         device_id: device.id,
     }))
@@ -329,6 +331,10 @@ pub async fn logout(
     c.store
         .revoke_session(&v.session.id, c.now(), "logout")
         .await?;
+    c.publish(&umbra_proto::control::Event::SessionRevoked {
+        session: v.session.id.clone(),
+    })
+    .await?;
     c.audit_event(
         &format!("user:{}", v.user.name),
         Some(ctx.ip),

@@ -6,12 +6,14 @@
 //! - [`auth`]: login, logout, session introspection (mTLS required).
 //! - [`devices`]: certificate renewal (mTLS with the current certificate).
 //! - [`admin`]: everything under `/api/v1/admin` (admin credential required).
+//! - [`gateway`]: gateway enrollment, registration, control channel, audit.
 //! - [`guard`]: credential checks shared by `auth` and `admin`.
 
 mod admin;
 mod auth;
 mod devices;
 mod enroll;
+mod gateway;
 mod guard;
 mod public;
 
@@ -41,7 +43,24 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/session", get(auth::session))
+        .route("/api/v1/gateways/enroll", post(gateway::enroll))
+        .route("/api/v1/gateway/register", post(gateway::register))
+        .route(umbra_proto::control::CONTROL_PATH, get(gateway::control))
+        .route("/api/v1/gateway/audit", post(gateway::audit))
         .route("/api/v1/admin/bootstrap", post(admin::bootstrap))
+        .route("/api/v1/admin/services", get(admin::list_services))
+        .route(
+            "/api/v1/admin/services/{name}",
+            axum::routing::put(admin::put_service).delete(admin::delete_service),
+        )
+        .route(
+            "/api/v1/admin/gateways",
+            get(admin::list_gateways).post(admin::create_gateway),
+        )
+        .route(
+            "/api/v1/admin/gateways/{name}/revoke",
+            post(admin::revoke_gateway),
+        )
         .route(
             "/api/v1/admin/users",
             get(admin::list_users).post(admin::create_user),

@@ -1,0 +1,190 @@
+//! The gateway ↔ controller protocol.
+//!
+//! A gateway enrolls once (one-time token + CSR → certificate), registers on
+//! every start (its URL, routes and assertion key), then holds the control
+//! channel: `GET /api/v1/gateway/control?after=SEQ`, a long-lived response of
+//! newline-delimited JSON [`ControlFrame`]s. The controller pushes every
+//! event the moment it is stored; the gateway remembers the last sequence
+//! number and resumes after it on reconnect, or is sent a full
+//! [`Snapshot`] when it is too far behind (or new).
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the control channel.
+pub const CONTROL_PATH: &str = "/api/v1/gateway/control";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEnrollRequest {
+    /// The one-time gateway token (`ug1.<CA pin>.<secret>`).
+    pub token: String,
+    /// PEM PKCS#10 request for the gateway's key.
+    pub csr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayEnrollResponse {
+    pub name: String,
+    pub certificate: String,
+    pub ca_certificate: String,
+    pub expires_at: String,
+}
+
+/// One route a gateway serves: requests for `host` under `path_prefix`
+/// belong to `service`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub service: String,
+    pub host: String,
+    pub path_prefix: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRegisterRequest {
+    /// Where agents reach this gateway (`https://host:port`).
+    pub url: String,
+    pub routes: Vec<Route>,
+    /// The public key the gateway's identity assertions verify with (JWK).
+    pub assertion_jwk: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayRegisterResponse {
+    pub name: String,
+    pub trust_domain: String,
+    /// `iss` of session tokens.
+    pub token_issuer: String,
+}
+
+/// Who may reach a service (until the policy engine replaces allow lists).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub service: String,
+    pub allow_users: Vec<String>,
+    pub allow_groups: Vec<String>,
+}
+
+/// The deny lists: revoked sessions and certificates that have not yet
+/// expired, revoked devices, suspended users (by name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationLists {
+    pub sessions: Vec<String>,
+    pub certificates: Vec<String>,
+    pub devices: Vec<String>,
+    pub users: Vec<String>,
+}
+
+/// Everything a gateway needs to decide alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub revocations: RevocationLists,
+    pub grants: Vec<Grant>,
+    /// The session-token verification keys (a JWK set).
+    pub jwks: serde_json::Value,
+}
+
+/// A change, pushed as it happens. Unknown kinds (from a newer controller)
+/// make a gateway resynchronize rather than guess.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    SessionRevoked { session: String },
+    CertificateRevoked { serial: String },
+    DeviceRevoked { device: String },
+    UserSuspended { user: String },
+    UserResumed { user: String },
+    /// `grant: None` when the service was deleted.
+    GrantChanged { service: String, grant: Option<Grant> },
+    /// Token-signing keys rotated: the new verification set.
+    KeysChanged { jwks: serde_json::Value },
+    /// This gateway (or another) was revoked.
+    GatewayRevoked { name: String },
+}
+
+impl Event {
+    /// The kind as stored in the event log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SessionRevoked { .. } => "session_revoked",
+            Self::CertificateRevoked { .. } => "certificate_revoked",
+            Self::DeviceRevoked { .. } => "device_revoked",
+            Self::UserSuspended { .. } => "user_suspended",
+            Self::UserResumed { .. } => "user_resumed",
+            Self::GrantChanged { .. } => "grant_changed",
+            Self::KeysChanged { .. } => "keys_changed",
+            Self::GatewayRevoked { .. } => "gateway_revoked",
+        }
+    }
+}
+
+/// One line of the control channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlFrame {
+    /// Replace all state; later events follow from `seq`.
+    Snapshot { seq: i64, state: Snapshot },
+    Event { seq: i64, event: Event },
+    /// Sent when idle, so a silent channel is known to be dead.
+    Heartbeat { seq: i64 },
+}
+
+/// Seconds between heartbeats on an idle control channel.
+pub const HEARTBEAT_SECS: u64 = 5;
+
+/// A batch of gateway access decisions for the audit trail.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBatch {
+    pub records: Vec<GatewayAuditRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayAuditRecord {
+    pub ts: i64,
+    pub actor: String,
+    pub source_ip: String,
+    pub action: String,
+    pub resource: String,
+    /// `allow` or `deny`.
+    pub outcome: String,
+    pub reason: String,
+    pub request_id: String,
+}
+
+/// A service the session may reach, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccess {
+    pub name: String,
+    pub gateway_url: String,
+    /// The `Host` the gateway routes the service by.
+    pub host: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_as_tagged_json() {
+        let frame = ControlFrame::Event {
+            seq: 7,
+            event: Event::SessionRevoked {
+                session: "s1".into(),
+            },
+        };
+        let line = serde_json::to_string(&frame).expect("encode");
+        assert_eq!(
+            line,
+            r#"{"type":"event","seq":7,"event":{"kind":"session_revoked","session":"s1"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlFrame>(&line).expect("decode"),
+            frame
+        );
+        let unknown = r#"{"type":"event","seq":8,"event":{"kind":"from_the_future"}}"#;
+        assert!(serde_json::from_str::<ControlFrame>(unknown).is_err());
+    }
+}
