@@ -41,7 +41,10 @@ pub async fn granted_services(
         if !lists.decide(&request).allow {
             continue;
         }
-        for gw in gateways.iter().filter(|gw| gw.status == GatewayStatus::Active) {
+        for gw in gateways
+            .iter()
+            .filter(|gw| gw.status == GatewayStatus::Active)
+        {
             let (Some(url), Some(route)) = (
                 gw.url.as_ref(),
                 gw.routes.iter().find(|r| r.service == g.service),

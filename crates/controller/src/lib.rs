@@ -14,8 +14,8 @@
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
-mod api;
 mod access;
+mod api;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -44,7 +44,7 @@ pub async fn run(
         controller.now(),
         SERVER_CERT_LIFETIME,
     )?;
-    let time = Arc::new(ClockTime(controller.clock.clone()));
+    let time = Arc::new(umbra_pki::clock::ClockTime(controller.clock.clone()));
     let tls = umbra_pki::tls::server_config(&ca, vec![issued.der, ca.clone()], &key, time)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let router = crate::api::router(controller.clone());
@@ -138,24 +138,5 @@ async fn handshake_failed(controller: &Controller, addr: std::net::SocketAddr, e
                 .ok();
         }
         _ => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-    }
-}
-
-/// The controller's clock as rustls's time source, so certificate validity
-/// at the handshake follows the same (injectable) time as everything else.
-struct ClockTime(Arc<dyn crate::clock::Clock>);
-
-impl std::fmt::Debug for ClockTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClockTime")
-    }
-}
-
-impl rustls::time_provider::TimeProvider for ClockTime {
-    fn current_time(&self) -> Option<rustls_pki_types::UnixTime> {
-        let secs = u64::try_from(self.0.now()).ok()?;
-        Some(rustls_pki_types::UnixTime::since_unix_epoch(
-            Duration::from_secs(secs),
-        ))
     }
 }

@@ -12,30 +12,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Confirmation {
-    #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
-}
-
-/// The claims of a session token (`DESIGN.md`: sub, sid, device, groups,
-/// risk, exp) plus the standard ones.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionClaims {
-    pub iss: String,
-    pub sub: String,
-    pub sid: String,
-    pub device: String,
-    pub groups: Vec<String>,
-    pub risk: u8,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub cnf: Confirmation,
-}
+pub use umbra_proto::token::{Confirmation, SessionClaims};
 
 /// Why a token was refused; the string goes to the audit trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,1 +1,155 @@
-//! The gateway.
+//! The Umbra gateway (CSA SDP "Accepting Host", NIST 800-207 "Policy
+//! Enforcement Point"): an mTLS identity-aware reverse proxy that decides
+//! every request locally from a replica of the controller's state, kept
+//! current by events the controller pushes.
+//!
+//! Start it with [`Gateway::start`] and serve it with [`server::run`] on a
+//! listener you bound; stop it by cancelling the token you passed.
+//!
+//! Layout:
+//! - [`config`]: TOML config, two-phase parse and validation.
+//! - [`identity`]: enrollment, the gateway certificate, the assertion key.
+//! - [`control`]: registration and the control channel (resume or resync).
+//! - [`view`]: the replica: deny lists, grants, token keys; fail closed.
+//! - [`authn`]: client-certificate admission and session-token checks.
+//! - [`proxy`]: routing, authorization, header hygiene, forwarding.
+//! - [`path`], [`headers`]: path normalization and header sanitizing.
+//! - [`assertion`]: the signed identity assertion for upstreams.
+//! - [`audit`]: access decisions, uploaded to the controller in batches.
+//! - [`server`]: the TLS accept loop.
+
+pub mod assertion;
+pub mod audit;
+pub mod authn;
+pub mod config;
+pub mod control;
+pub mod headers;
+pub mod identity;
+pub mod path;
+pub mod proxy;
+pub mod server;
+pub mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use umbra_pki::clock::Clock;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("controller: {0}")]
+    Controller(String),
+    #[error("tls: {0}")]
+    Pki(#[from] umbra_pki::PkiError),
+}
+
+/// The running gateway's shared state.
+pub struct Gateway {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub identity: identity::Identity,
+    pub trust_domain: umbra_pki::TrustDomain,
+    pub view: Arc<view::View>,
+    pub audit: audit::AuditSink,
+    pub assertions: assertion::AssertionSigner,
+    /// Talks to the controller with the gateway certificate.
+    pub controller: reqwest::Client,
+    /// `iss` of session tokens, learned at registration.
+    pub issuer: std::sync::RwLock<Option<String>>,
+    /// Set when the controller revokes this gateway: it refuses everything.
+    pub revoked: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads (or enrolls) the identity and prepares the state; nothing is
+    /// served and the view stays stale until [`control::run`] syncs it.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, GatewayError> {
+        let identity = identity::load_or_enroll(&config).await?;
+        let trust_domain = trust_domain_of(&identity)?;
+        let peer = umbra_pki::GatewayCertificate::parse(&identity.cert, &trust_domain)?;
+        let chain = vec![identity.cert.clone()];
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8.to_vec().into());
+        let tls = umbra_pki::tls::client_config(&identity.ca, Some((chain, key)))?;
+        let controller = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // The control channel is a long response: bound each read (the
+            // controller sends heartbeats), not the whole exchange.
+            .read_timeout(std::time::Duration::from_secs(
+                3 * umbra_proto::control::HEARTBEAT_SECS,
+            ))
+            .build()
+            .map_err(|e| GatewayError::Controller(e.to_string()))?;
+        let view = Arc::new(view::View::new(
+            clock.clone(),
+            config.max_staleness.as_secs() as i64,
+        ));
+        let assertions = assertion::AssertionSigner::new(
+            &peer.name,
+            &identity.assertion,
+            config.assertion_ttl_secs,
+        );
+        tracing::info!(name = %peer.name, serial = %peer.serial, "gateway identity loaded");
+        Ok(Arc::new(Self {
+            audit: audit::AuditSink::new(),
+            config,
+            clock,
+            identity,
+            trust_domain,
+            view,
+            assertions,
+            controller,
+            issuer: std::sync::RwLock::new(None),
+            revoked: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        self.assertions.gateway()
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// The trust domain is the one in the gateway's own SPIFFE ID.
+fn trust_domain_of(identity: &identity::Identity) -> Result<umbra_pki::TrustDomain, GatewayError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(&identity.cert)
+        .map_err(|e| GatewayError::Identity(e.to_string()))?;
+    let uri = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+        })
+        .ok_or_else(|| GatewayError::Identity("certificate has no SPIFFE ID".into()))?;
+    let td = uri
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once("/gateway/"))
+        .map(|(td, _)| td)
+        .ok_or_else(|| GatewayError::Identity(format!("{uri:?} is not a gateway SPIFFE ID")))?;
+    Ok(umbra_pki::TrustDomain::new(td)?)
+}

@@ -34,7 +34,10 @@ impl GatewayCertificate {
         let name = trust_domain
             .parse_gateway_id(&leaf.uri)
             .ok_or_else(|| {
-                PkiError::Certificate(format!("{:?} is not a gateway of this trust domain", leaf.uri))
+                PkiError::Certificate(format!(
+                    "{:?} is not a gateway of this trust domain",
+                    leaf.uri
+                ))
             })?
             .to_owned();
         Ok(Self {
@@ -104,4 +107,3 @@ impl PeerCertificate {
         })
     }
 }
-

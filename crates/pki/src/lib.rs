@@ -13,6 +13,7 @@
 //! - [`tls`]: rustls server and client configurations.
 
 pub mod ca;
+pub mod clock;
 pub mod identity;
 pub mod kek;
 pub mod spiffe;

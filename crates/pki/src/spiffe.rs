@@ -65,7 +65,10 @@ impl TrustDomain {
 /// letter or digit (they appear in SPIFFE IDs and in DNS-like contexts).
 pub fn valid_gateway_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -97,8 +100,14 @@ mod tests {
         assert_eq!(td.parse_gateway_id(&id), Some("edge-1"));
         assert_eq!(td.parse_device_id(&id), None);
         assert_eq!(td.parse_gateway_id(&td.device_id("edge-1")), None);
-        assert_eq!(td.parse_gateway_id("spiffe://umbra.local/gateway/Edge"), None);
-        assert_eq!(td.parse_gateway_id("spiffe://umbra.local/gateway/a/b"), None);
+        assert_eq!(
+            td.parse_gateway_id("spiffe://umbra.local/gateway/Edge"),
+            None
+        );
+        assert_eq!(
+            td.parse_gateway_id("spiffe://umbra.local/gateway/a/b"),
+            None
+        );
     }
 
     #[test]

@@ -152,3 +152,87 @@ pub fn strict_server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// The CA pin carried in enrollment tokens: SHA-256 of the CA certificate.
+pub fn ca_pin(ca: &CertificateDer<'_>) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(ca.as_ref()).into()
+}
+
+/// Verifies a server whose chain includes a CA certificate with the pinned
+/// hash, against that CA (chain, validity, name). First contact only: an
+/// enrolling agent or gateway knows the pin from its token, not the CA.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: [u8; 32],
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| bool::from(subtle::ConstantTimeEq::ct_eq(&ca_pin(c)[..], &self.pin[..])))
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
+        let roots =
+            roots(&ca.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client that trusts the CA whose certificate hashes to `pin`, presented
+/// in the server's chain; no client certificate.
+pub fn pinned_client_config(pin: [u8; 32]) -> Result<ClientConfig, PkiError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa { pin }))
+        .with_no_client_auth())
+}

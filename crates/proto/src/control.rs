@@ -90,17 +90,34 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    SessionRevoked { session: String },
-    CertificateRevoked { serial: String },
-    DeviceRevoked { device: String },
-    UserSuspended { user: String },
-    UserResumed { user: String },
+    SessionRevoked {
+        session: String,
+    },
+    CertificateRevoked {
+        serial: String,
+    },
+    DeviceRevoked {
+        device: String,
+    },
+    UserSuspended {
+        user: String,
+    },
+    UserResumed {
+        user: String,
+    },
     /// `grant: None` when the service was deleted.
-    GrantChanged { service: String, grant: Option<Grant> },
+    GrantChanged {
+        service: String,
+        grant: Option<Grant>,
+    },
     /// Token-signing keys rotated: the new verification set.
-    KeysChanged { jwks: serde_json::Value },
+    KeysChanged {
+        jwks: serde_json::Value,
+    },
     /// This gateway (or another) was revoked.
-    GatewayRevoked { name: String },
+    GatewayRevoked {
+        name: String,
+    },
 }
 
 impl Event {
@@ -124,10 +141,18 @@ impl Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlFrame {
     /// Replace all state; later events follow from `seq`.
-    Snapshot { seq: i64, state: Snapshot },
-    Event { seq: i64, event: Event },
+    Snapshot {
+        seq: i64,
+        state: Snapshot,
+    },
+    Event {
+        seq: i64,
+        event: Event,
+    },
     /// Sent when idle, so a silent channel is known to be dead.
-    Heartbeat { seq: i64 },
+    Heartbeat {
+        seq: i64,
+    },
 }
 
 /// Seconds between heartbeats on an idle control channel.

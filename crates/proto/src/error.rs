@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The store or another dependency is unavailable.
     Unavailable,
+    /// The gateway could not reach the service behind it.
+    UpstreamUnavailable,
     /// A bug or an unexpected failure; the request id finds it in the log.
     Internal,
 }
@@ -54,6 +56,7 @@ impl ErrorCode {
             Self::InvalidCsr => "invalid_csr",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::UpstreamUnavailable => "upstream_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -69,6 +72,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
+            Self::UpstreamUnavailable => 502,
             Self::Internal => 500,
         }
     }
@@ -111,7 +115,7 @@ impl std::error::Error for ApiError {}
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidRequest,
@@ -124,6 +128,7 @@ mod tests {
         ErrorCode::InvalidCsr,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::UpstreamUnavailable,
         ErrorCode::Internal,
     ];
 

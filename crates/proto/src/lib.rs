@@ -8,12 +8,14 @@
 //! - [`error`]: the error envelope and every error code the API can return.
 //! - [`api`]: request and response bodies, grouped by resource.
 //! - [`posture`]: the device posture report (seed 000's `DeviceProfile` fields).
+//! - [`token`]: the claims of session tokens and of identity assertions.
 //! - [`control`]: gateway enrollment, registration and the control channel.
 
 pub mod api;
 pub mod control;
 pub mod error;
 pub mod posture;
+pub mod token;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use posture::PostureReport;

@@ -527,8 +527,10 @@ pub async fn revoke_session(
     c.store
         .revoke_session(&id, c.now(), "revoked by administrator")
         .await?;
-    c.publish(&Event::SessionRevoked { session: id.clone() })
-        .await?;
+    c.publish(&Event::SessionRevoked {
+        session: id.clone(),
+    })
+    .await?;
     admin
         .audit(&c, "session.revoke", &format!("session:{id}"), "")
         .await?;
@@ -788,7 +790,13 @@ fn gateway_view(g: &GatewayRecord) -> Gateway {
 }
 
 pub async fn list_gateways(State(c): C, _admin: Admin) -> ApiResult<Json<List<Gateway>>> {
-    let items = c.store.list_gateways().await?.iter().map(gateway_view).collect();
+    let items = c
+        .store
+        .list_gateways()
+        .await?
+        .iter()
+        .map(gateway_view)
+        .collect();
     Ok(Json(List { items }))
 }
 
@@ -798,7 +806,9 @@ fn valid_san(san: &str) -> bool {
         || ((1..=253).contains(&san.len())
             && san.split('.').all(|label| {
                 (1..=63).contains(&label.len())
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             }))
@@ -873,6 +883,10 @@ pub async fn revoke_gateway(
     admin
         .audit(&c, "gateway.revoke", &format!("gateway:{name}"), "")
         .await?;
-    let g = c.store.gateway(&name).await?.ok_or_else(Failure::internal)?;
+    let g = c
+        .store
+        .gateway(&name)
+        .await?
+        .ok_or_else(Failure::internal)?;
     Ok(Json(gateway_view(&g)))
 }

@@ -20,9 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 use umbra_pki::GatewayCertificate;
 use umbra_proto::ErrorCode;
 use umbra_proto::control::{
-    AuditBatch, ControlFrame, GatewayEnrollRequest, GatewayEnrollResponse,
-    GatewayRegisterRequest, GatewayRegisterResponse, Grant, HEARTBEAT_SECS, RevocationLists,
-    Snapshot,
+    AuditBatch, ControlFrame, GatewayEnrollRequest, GatewayEnrollResponse, GatewayRegisterRequest,
+    GatewayRegisterResponse, Grant, HEARTBEAT_SECS, RevocationLists, Snapshot,
 };
 use umbra_store::{
     AuditEvent, EnrollOutcome, GatewayRecord, GatewayRegistration, GatewayStatus, Outcome,
@@ -429,7 +428,5 @@ pub async fn audit(
         };
         c.store.append_audit(&event).await?;
     }
-    Ok(Json(
-        serde_json::json!({ "accepted": batch.records.len() }),
-    ))
+    Ok(Json(serde_json::json!({ "accepted": batch.records.len() })))
 }

@@ -30,11 +30,28 @@ pub async fn readyz(State(c): State<Arc<Controller>>) -> Response {
     }
 }
 
+/// The session-token keys and the active gateways' assertion keys: what an
+/// upstream needs to check `X-Umbra-Jwt-Assertion`. Only the session keys
+/// verify session tokens (the controller and the gateways never take keys
+/// from this document).
 pub async fn jwks(State(c): State<Arc<Controller>>) -> Response {
-    let mut r = Json(c.signer.jwks(c.now())).into_response();
+    let mut set = c.signer.jwks(c.now());
+    match c.store.list_gateways().await {
+        Ok(gateways) => set.keys.extend(
+            gateways
+                .iter()
+                .filter(|g| g.status == umbra_store::GatewayStatus::Active)
+                .filter_map(|g| serde_json::from_str(g.assertion_jwk.as_deref()?).ok()),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "jwks: store unavailable");
+            return Failure::unavailable().into_response();
+        }
+    }
+    let mut r = Json(set).into_response();
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("max-age=300"),
+        http::HeaderValue::from_static("max-age=60"),
     );
     r
 }

@@ -1,0 +1,285 @@
+//! The gateway's TOML configuration, parsed in two phases: [`RawConfig`]
+//! (exactly the file, unknown keys refused) into a validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub controller_url: String,
+    pub listen: String,
+    pub public_url: Option<String>,
+    pub state_dir: PathBuf,
+    /// The one-time gateway token (`ug1.…`), or a file holding it; used on
+    /// the first start only.
+    pub enrollment_token: Option<String>,
+    pub enrollment_token_file: Option<PathBuf>,
+    pub max_staleness_seconds: Option<u64>,
+    pub resync_interval_seconds: Option<u64>,
+    pub assertion_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub service: String,
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+}
+
+/// A validated route: requests for `host` whose normalized path is under
+/// `path_prefix` (whole segments) go to `upstream` and belong to `service`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub service: String,
+    /// Lowercase, without port.
+    pub host: String,
+    pub path_prefix: String,
+    /// `http://host:port`, no path.
+    pub upstream: http::uri::Authority,
+}
+
+pub struct Config {
+    pub controller_url: String,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub state_dir: PathBuf,
+    pub enrollment_token: Option<zeroize::Zeroizing<String>>,
+    /// How long the gateway keeps deciding on its own when the control
+    /// channel is down; after that it refuses everything (fail closed).
+    pub max_staleness: Duration,
+    /// Full resynchronization period, on top of pushed events.
+    pub resync_interval: Duration,
+    pub assertion_ttl_secs: i64,
+    pub routes: Vec<Route>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("controller_url", &self.controller_url)
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("state_dir", &self.state_dir)
+            .field(
+                "enrollment_token",
+                &self.enrollment_token.as_ref().map(|_| "***"),
+            )
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        raw.validate()
+    }
+}
+
+fn service_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if !self.controller_url.starts_with("https://") {
+            return Err(invalid("controller_url", "must start with https://"));
+        }
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        let public_url = self
+            .public_url
+            .unwrap_or_else(|| format!("https://{listen}"));
+        if !public_url.starts_with("https://") {
+            return Err(invalid("public_url", "must start with https://"));
+        }
+        let enrollment_token = match (self.enrollment_token, self.enrollment_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "enrollment_token",
+                    "set enrollment_token or enrollment_token_file, not both",
+                ));
+            }
+            (Some(t), None) => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
+            (None, Some(p)) => Some(zeroize::Zeroizing::new(
+                std::fs::read_to_string(&p)
+                    .map_err(|source| ConfigError::Read { path: p, source })?
+                    .trim()
+                    .to_owned(),
+            )),
+            (None, None) => None,
+        };
+        let max_staleness = self.max_staleness_seconds.unwrap_or(60);
+        if !(5..=3600).contains(&max_staleness) {
+            return Err(invalid("max_staleness_seconds", "must be 5..=3600"));
+        }
+        let resync = self.resync_interval_seconds.unwrap_or(300);
+        if !(60..=86400).contains(&resync) {
+            return Err(invalid("resync_interval_seconds", "must be 60..=86400"));
+        }
+        let assertion_ttl = self.assertion_ttl_seconds.unwrap_or(60);
+        if !(5..=600).contains(&assertion_ttl) {
+            return Err(invalid("assertion_ttl_seconds", "must be 5..=600"));
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if !service_name_ok(&r.service) {
+                return Err(invalid(key("service"), "1-64 of [A-Za-z0-9._@-]"));
+            }
+            let host = r
+                .host
+                .unwrap_or_else(|| r.service.clone())
+                .to_ascii_lowercase();
+            if host.is_empty()
+                || host.len() > 253
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
+            {
+                return Err(invalid(key("host"), "a host name without port"));
+            }
+            let prefix = path::normalize_prefix(r.path_prefix.as_deref().unwrap_or("/"))
+                .map_err(|e| invalid(key("path_prefix"), e.to_string()))?;
+            let upstream = parse_upstream(&r.upstream).map_err(|m| invalid(key("upstream"), m))?;
+            routes.push(Route {
+                service: r.service,
+                host,
+                path_prefix: prefix,
+                upstream,
+            });
+        }
+        Ok(Config {
+            controller_url: self.controller_url.trim_end_matches('/').to_owned(),
+            listen,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            state_dir: self.state_dir,
+            enrollment_token,
+            max_staleness: Duration::from_secs(max_staleness),
+            resync_interval: Duration::from_secs(resync),
+            assertion_ttl_secs: assertion_ttl as i64,
+            routes,
+        })
+    }
+}
+
+/// Upstreams are `http://host:port` (a service on the gateway's private
+/// side); a path or query would silently rewrite every request, so none.
+fn parse_upstream(text: &str) -> Result<http::uri::Authority, String> {
+    let uri: http::Uri = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{text:?}: only http:// upstreams are supported"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!("{text:?}: no path or query"));
+    }
+    uri.authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?}: no host"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+controller_url = "https://127.0.0.1:8443"
+listen = "127.0.0.1:9443"
+state_dir = "/tmp/x"
+[[routes]]
+service = "billing"
+path_prefix = "/v1/charges/"
+upstream = "http://127.0.0.1:8081"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::parse(BASE, Path::new("g.toml")).expect("valid");
+        assert_eq!(c.public_url, "https://127.0.0.1:9443");
+        assert_eq!(c.routes[0].host, "billing");
+        assert_eq!(c.routes[0].path_prefix, "/v1/charges");
+        assert_eq!(c.routes[0].upstream.as_str(), "127.0.0.1:8081");
+        assert_eq!(c.max_staleness, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn refuses_bad_input_with_the_key() {
+        let cases = [
+            ("listen = \"127.0.0.1:9443\"", "listen = \"nope\"", "listen"),
+            (
+                "\"http://127.0.0.1:8081\"",
+                "\"https://x:1\"",
+                "routes[0].upstream",
+            ),
+            (
+                "\"http://127.0.0.1:8081\"",
+                "\"http://x:1/admin\"",
+                "routes[0].upstream",
+            ),
+            (
+                "\"/v1/charges/\"",
+                "\"/v1/../../x\"",
+                "routes[0].path_prefix",
+            ),
+            ("state_dir", "bogus = 1\nstate_dir", "unknown field"),
+        ];
+        for (from, to, expect) in cases {
+            let text = BASE.replace(from, to);
+            let err = Config::parse(&text, Path::new("g.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(expect), "{to}: {err}");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! One request through the gateway: authenticate, route, authorize,
+//! forward.
+//!
+//! Order matters. The view must be fresh (fail closed). The session token
+//! is checked before anything about routing is revealed, so a caller
+//! without a session learns nothing but 401. Routing uses the normalized
+//! path and whole-segment prefixes; an ungranted service and a nonexistent
+//! one get the same 404. Client-sent identity headers are stripped in every
+//! spelling and the gateway's own are added; the upstream receives exactly
+//! the normalized path that was authorized. Every decision is audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use umbra_pki::PeerCertificate;
+use umbra_policy::access::{AccessRequest, Authorizer};
+use umbra_proto::control::GatewayAuditRecord;
+use umbra_proto::{ApiError, ErrorBody, ErrorCode};
+
+use crate::config::Route;
+use crate::{Gateway, headers, path};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Upstreams = Client<HttpConnector, Incoming>;
+
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A keep-alive pool for the upstreams.
+pub fn upstream_client() -> Upstreams {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
+/// The connection a request arrived on.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub addr: SocketAddr,
+    pub peer: Arc<PeerCertificate>,
+}
+
+fn refusal(code: ErrorCode, message: &str, request_id: &str) -> Response<Body> {
+    let body = ErrorBody {
+        error: ApiError {
+            code,
+            message: message.to_owned(),
+            request_id: Some(request_id.to_owned()),
+        },
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(json)).map_err(|n| match n {}).boxed());
+    *r.status_mut() =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+struct Audit<'a> {
+    gw: &'a Gateway,
+    conn: &'a Conn,
+    request_id: String,
+    resource: String,
+    actor: String,
+}
+
+impl Audit<'_> {
+    fn record(&self, outcome: &str, reason: &str) {
+        self.gw.audit.record(GatewayAuditRecord {
+            ts: self.gw.now(),
+            actor: self.actor.clone(),
+            source_ip: self.conn.addr.ip().to_string(),
+            action: "gateway.access".into(),
+            resource: self.resource.clone(),
+            outcome: outcome.into(),
+            reason: reason.into(),
+            request_id: self.request_id.clone(),
+        });
+    }
+
+    fn deny(&self, reason: &str, code: ErrorCode, message: &str) -> Response<Body> {
+        self.record("deny", reason);
+        refusal(code, message, &self.request_id)
+    }
+}
+
+/// The request's host, lowercase and without port.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.uri().host() {
+        Some(h) => h.to_owned(),
+        None => {
+            let h = req.headers().get(HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = h.parse().ok()?;
+            authority.host().to_owned()
+        }
+    };
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The most specific route for `host` and `path`: the longest prefix wins.
+pub fn route<'r>(routes: &'r [Route], host: &str, path: &str) -> Option<&'r Route> {
+    routes
+        .iter()
+        .filter(|r| r.host == host && path::prefix_matches(&r.path_prefix, path))
+        .max_by_key(|r| r.path_prefix.len())
+}
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    upstreams: Upstreams,
+    conn: Conn,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut audit = Audit {
+        gw: &gw,
+        conn: &conn,
+        request_id,
+        resource: format!(
+            "{} {}",
+            req.method(),
+            req.uri().path().chars().take(256).collect::<String>()
+        ),
+        actor: format!("device:{}", conn.peer.device_id),
+    };
+    if gw.revoked.load(Ordering::SeqCst) {
+        return audit.deny(
+            "gateway_revoked",
+            ErrorCode::Unavailable,
+            "service unavailable",
+        );
+    }
+    if !gw.view.is_fresh() {
+        return audit.deny(
+            "gateway_state_stale",
+            ErrorCode::Unavailable,
+            "service unavailable, retry later",
+        );
+    }
+    let now = gw.now();
+    let issuer = gw
+        .issuer
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let claims = {
+        let Some(token) = bearer(&req) else {
+            return audit.deny(
+                "no_session_token",
+                ErrorCode::AuthenticationFailed,
+                "authentication failed",
+            );
+        };
+        let view = gw.view.read();
+        crate::authn::verify(
+            &view,
+            issuer.as_deref().unwrap_or_default(),
+            token,
+            &conn.peer,
+            now,
+        )
+    };
+    let claims = match claims {
+        Ok(c) => c,
+        Err(reason) => {
+            return audit.deny(
+                reason,
+                ErrorCode::AuthenticationFailed,
+                "authentication failed",
+            );
+        }
+    };
+    audit.actor = format!("user:{}", claims.sub);
+    let normalized = match path::normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return audit.deny(
+                &format!("bad_path: {e}"),
+                ErrorCode::InvalidRequest,
+                "invalid request path",
+            );
+        }
+    };
+    let host = host_of(&req).unwrap_or_default();
+    let Some(route) = route(&gw.config.routes, &host, &normalized) else {
+        return audit.deny(
+            &format!("no_route: {host}{normalized}"),
+            ErrorCode::NotFound,
+            "not found",
+        );
+    };
+    audit.resource = format!("service:{} {} {normalized}", route.service, req.method());
+    let decision = {
+        let view = gw.view.read();
+        view.grants.decide(&AccessRequest {
+            user: &claims.sub,
+            groups: &claims.groups,
+            device: &claims.device,
+            service: &route.service,
+            method: req.method().as_str(),
+            path: &normalized,
+            risk: claims.risk,
+        })
+    };
+    if !decision.allow {
+        // The same answer as for a service that does not exist.
+        return audit.deny(&decision.reason, ErrorCode::NotFound, "not found");
+    }
+
+    let forged = headers::sanitize_request(req.headers_mut());
+    let assertion = match gw.assertions.assert(&claims, &route.service, now) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "assertion signing failed");
+            return audit.deny(
+                "assertion_signing_failed",
+                ErrorCode::Internal,
+                "internal error",
+            );
+        }
+    };
+    let h = req.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-auth-user", &claims.sub);
+    set("x-auth-groups", &claims.groups.join(","));
+    set("x-risk-score", &claims.risk.to_string());
+    set("x-device-id", &claims.device);
+    set("x-session-id", &claims.sid);
+    set("x-umbra-jwt-assertion", &assertion);
+    set("x-forwarded-for", &conn.addr.ip().to_string());
+    set("x-forwarded-proto", "https");
+    set("x-forwarded-host", &host);
+    set("x-request-id", &audit.request_id);
+
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized.clone(),
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(route.upstream.clone())
+        .path_and_query(path_and_query)
+        .build();
+    let Ok(uri) = uri else {
+        return audit.deny(
+            "upstream_uri_invalid",
+            ErrorCode::InvalidRequest,
+            "invalid request",
+        );
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+
+    let mut reason = decision.reason;
+    if forged > 0 {
+        reason.push_str(&format!("; {forged} client identity header(s) stripped"));
+    }
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, upstreams.request(req)).await {
+        Ok(Ok(mut resp)) => {
+            audit.record("allow", &reason);
+            headers::sanitize_response(resp.headers_mut());
+            if let Ok(v) = HeaderValue::from_str(&audit.request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp.map(BodyExt::boxed)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, service = %route.service, "upstream request failed");
+            audit.record("allow", &format!("{reason}; upstream failed"));
+            refusal(
+                ErrorCode::UpstreamUnavailable,
+                "upstream unavailable",
+                &audit.request_id,
+            )
+        }
+        Err(_) => {
+            audit.record("allow", &format!("{reason}; upstream timed out"));
+            refusal(
+                ErrorCode::UpstreamUnavailable,
+                "upstream timed out",
+                &audit.request_id,
+            )
+        }
+    }
+}

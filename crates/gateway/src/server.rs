@@ -1,0 +1,131 @@
+//! The gateway's TLS listener: mTLS is mandatory, client certificates are
+//! admitted by [`crate::authn::DeviceAdmission`], and each connection's
+//! verified device goes with every request on it to [`crate::proxy`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use umbra_pki::PeerCertificate;
+use umbra_proto::control::GatewayAuditRecord;
+
+use crate::Gateway;
+use crate::proxy::{self, Conn};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown`; also runs the control channel and the audit
+/// uploader, which stop with it.
+pub async fn run(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), crate::GatewayError> {
+    let refused_gw = gw.clone();
+    let admission = crate::authn::DeviceAdmission {
+        view: gw.view.clone(),
+        trust_domain: gw.trust_domain.clone(),
+        refused: Box::new(move |reason| {
+            refused_gw.audit.record(GatewayAuditRecord {
+                ts: refused_gw.now(),
+                actor: "-".into(),
+                source_ip: String::new(),
+                action: "tls.handshake".into(),
+                resource: format!("gateway:{}", refused_gw.name()),
+                outcome: "deny".into(),
+                reason,
+                request_id: String::new(),
+            });
+        }),
+    };
+    let time = Arc::new(umbra_pki::clock::ClockTime(gw.clock.clone()));
+    let tls = umbra_pki::tls::strict_server_config(
+        &gw.identity.ca,
+        vec![gw.identity.cert.clone()],
+        &gw.identity.key_pkcs8,
+        time,
+        Arc::new(admission),
+    )?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let upstreams = proxy::upstream_client();
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(crate::control::run(gw.clone(), shutdown.clone()));
+    tasks.spawn(crate::audit::run(gw.clone(), shutdown.clone()));
+    let graceful = GracefulShutdown::new();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, name = gw.name(), "gateway listening (mTLS)");
+    }
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        let gw = gw.clone();
+        let upstreams = upstreams.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+            };
+            // rustls has verified the chain and DeviceAdmission the rest;
+            // a connection without a parsable device certificate is closed.
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| PeerCertificate::parse(c, &gw.trust_domain).ok());
+            let Some(peer) = peer else {
+                return;
+            };
+            let conn = Conn {
+                addr,
+                peer: Arc::new(peer),
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let gw = gw.clone();
+                let upstreams = upstreams.clone();
+                let conn = conn.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(proxy::handle(gw, upstreams, conn, req).await)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The gateway's replica of what the controller knows: deny lists, grants
+//! and the session-token keys. Built from the control channel's snapshot
+//! and events, read on every request.
+//!
+//! Fail closed: until the first snapshot, and whenever nothing has been
+//! heard from the controller for longer than the staleness bound, the view
+//! is stale and every request is refused. Events must arrive in sequence;
+//! a gap means something was missed, and the caller reconnects to resume.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::JwkSet;
+use umbra_pki::clock::Clock;
+use umbra_policy::access::AllowLists;
+use umbra_proto::control::{Event, Snapshot};
+
+#[derive(Default)]
+pub struct Inner {
+    pub sessions: HashSet<String>,
+    pub certificates: HashSet<String>,
+    pub devices: HashSet<String>,
+    pub users: HashSet<String>,
+    pub grants: AllowLists,
+    pub keys: HashMap<String, DecodingKey>,
+    /// The last event applied; `None` before the first snapshot.
+    pub seq: Option<i64>,
+    /// When the controller was last heard from (Unix seconds).
+    pub contact: i64,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event {got} after {have:?}: a gap")]
+    Gap { have: Option<i64>, got: i64 },
+}
+
+pub struct View {
+    inner: RwLock<Inner>,
+    clock: Arc<dyn Clock>,
+    max_staleness_secs: i64,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.read();
+        f.debug_struct("View")
+            .field("seq", &g.seq)
+            .field("revoked_sessions", &g.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn keys_from(jwks: &serde_json::Value) -> HashMap<String, DecodingKey> {
+    let Ok(set) = serde_json::from_value::<JwkSet>(jwks.clone()) else {
+        tracing::error!("snapshot carries an unreadable JWKS; no token will verify");
+        return HashMap::new();
+    };
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, key))
+        })
+        .collect()
+}
+
+impl View {
+    pub fn new(clock: Arc<dyn Clock>, max_staleness_secs: i64) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            clock,
+            max_staleness_secs,
+        }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// True when decisions may be made: synced, and recently in contact.
+    pub fn is_fresh(&self) -> bool {
+        let g = self.read();
+        g.seq.is_some() && self.clock.now() - g.contact <= self.max_staleness_secs
+    }
+
+    pub fn seq(&self) -> Option<i64> {
+        self.read().seq
+    }
+
+    pub fn apply_snapshot(&self, seq: i64, s: &Snapshot) {
+        let r = &s.revocations;
+        let next = Inner {
+            sessions: r.sessions.iter().cloned().collect(),
+            certificates: r.certificates.iter().cloned().collect(),
+            devices: r.devices.iter().cloned().collect(),
+            users: r.users.iter().cloned().collect(),
+            grants: AllowLists::new(&s.grants),
+            keys: keys_from(&s.jwks),
+            seq: Some(seq),
+            contact: self.clock.now(),
+        };
+        *self.write() = next;
+    }
+
+    pub fn apply_event(&self, seq: i64, event: &Event) -> Result<(), ApplyError> {
+        let mut g = self.write();
+        match g.seq {
+            Some(have) if seq == have + 1 => {}
+            // Already applied (a replay overlapping the snapshot).
+            Some(have) if seq <= have => return Ok(()),
+            have => return Err(ApplyError::Gap { have, got: seq }),
+        }
+        match event {
+            Event::SessionRevoked { session } => {
+                g.sessions.insert(session.clone());
+            }
+            Event::CertificateRevoked { serial } => {
+                g.certificates.insert(serial.clone());
+            }
+            Event::DeviceRevoked { device } => {
+                g.devices.insert(device.clone());
+            }
+            Event::UserSuspended { user } => {
+                g.users.insert(user.clone());
+            }
+            Event::UserResumed { user } => {
+                g.users.remove(user);
+            }
+            Event::GrantChanged { service, grant } => match grant {
+                Some(grant) => g.grants.set(grant),
+                None => g.grants.remove(service),
+            },
+            Event::KeysChanged { jwks } => g.keys = keys_from(jwks),
+            Event::GatewayRevoked { .. } => {}
+        }
+        g.seq = Some(seq);
+        g.contact = self.clock.now();
+        Ok(())
+    }
+
+    /// A heartbeat: the controller is alive and we are at `seq`.
+    pub fn touch(&self) {
+        self.write().contact = self.clock.now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use umbra_pki::clock::ManualClock;
+
+    #[test]
+    fn stale_until_synced_and_after_silence() {
+        let clock = ManualClock::new(1_000);
+        let view = View::new(Arc::new(clock.clone()), 30);
+        assert!(!view.is_fresh(), "never synced");
+        view.apply_snapshot(5, &Snapshot::default());
+        assert!(view.is_fresh());
+        clock.advance(31);
+        assert!(!view.is_fresh(), "silent past the bound");
+        view.touch();
+        assert!(view.is_fresh());
+    }
+
+    #[test]
+    fn events_apply_in_sequence_and_gaps_are_refused() {
+        let view = View::new(Arc::new(ManualClock::new(0)), 30);
+        let revoke = |s: &str| Event::SessionRevoked { session: s.into() };
+        assert!(
+            view.apply_event(1, &revoke("a")).is_err(),
+            "before a snapshot"
+        );
+        view.apply_snapshot(10, &Snapshot::default());
+        view.apply_event(11, &revoke("a")).expect("next");
+        view.apply_event(11, &revoke("a"))
+            .expect("duplicate is harmless");
+        assert_eq!(
+            view.apply_event(13, &revoke("b")),
+            Err(ApplyError::Gap {
+                have: Some(11),
+                got: 13
+            })
+        );
+        assert!(view.read().sessions.contains("a"));
+        assert!(!view.read().sessions.contains("b"));
+        view.apply_event(12, &Event::UserSuspended { user: "u".into() })
+            .expect("next");
+        view.apply_event(13, &Event::UserResumed { user: "u".into() })
+            .expect("next");
+        assert!(view.read().users.is_empty());
+    }
+}
