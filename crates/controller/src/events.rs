@@ -108,7 +108,7 @@ pub async fn tail(c: Arc<Controller>, poll: Duration) {
             }
         }
     };
-    let mut pruned_at = i64::MIN;
+    let mut pruned_at: Option<i64> = None;
     loop {
         tokio::select! {
             () = c.events.stop.cancelled() => return,
@@ -136,8 +136,8 @@ pub async fn tail(c: Arc<Controller>, poll: Duration) {
             last = end;
         }
         let now = c.now();
-        if now - pruned_at >= 60 {
-            pruned_at = now;
+        if pruned_at.is_none_or(|t| now.saturating_sub(t) >= 60) {
+            pruned_at = Some(now);
             if let Err(e) = c.store.prune_events(now - RETENTION_SECS).await {
                 tracing::warn!(error = %e, "event log prune failed");
             }

@@ -81,7 +81,12 @@ pub async fn register(gw: &Gateway) -> Result<GatewayRegisterResponse, String> {
 /// Keeps the view in sync until `shutdown`.
 pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
-    let mut registered = false;
+    // `umbra dev` registers before serving; a gateway process registers here.
+    let mut registered = gw
+        .issuer
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_some();
     let mut want_snapshot = true;
     loop {
         if !registered {

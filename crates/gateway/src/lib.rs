@@ -17,12 +17,14 @@
 //! - [`assertion`]: the signed identity assertion for upstreams.
 //! - [`audit`]: access decisions, uploaded to the controller in batches.
 //! - [`server`]: the TLS accept loop.
+//! - [`demo`]: an upstream that echoes what it received (`umbra dev`, tests).
 
 pub mod assertion;
 pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod headers;
 pub mod identity;
 pub mod path;

@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use umbra_proto::api::{
-    AdminTokenResponse, AuditRecord, CreateEnrollmentTokenRequest, CreateUserRequest,
-    CreateUserResponse, Device, EnrollmentToken, List, ResetTotpResponse, Role, Session, User,
+    AdminTokenResponse, AuditRecord, CreateEnrollmentTokenRequest, CreateGatewayRequest,
+    CreateUserRequest, CreateUserResponse, Device, EnrollmentToken, Gateway, GatewayToken, List,
+    PutServiceRequest, ResetTotpResponse, Role, Service, Session, User,
 };
 
 use crate::client::{ApiClient, read_ca};
@@ -59,6 +60,44 @@ enum AdminCommand {
     Audit(AuditCommand),
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Create a gateway and print its one-time enrollment token.
+    Add {
+        name: String,
+        /// DNS name or IP address agents reach the gateway by (repeatable).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    List,
+    /// Revoke a gateway: its control channel closes and it refuses all traffic.
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Set who may reach a service (replaces its allow lists).
+    Set {
+        name: String,
+        #[arg(long = "user")]
+        users: Vec<String>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    List,
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -345,6 +384,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 Ok(())
             }
         }
+        AdminCommand::Gateway(cmd) => gateway(&api, cmd, json).await,
+        AdminCommand::Service(cmd) => service(&api, cmd, json).await,
         AdminCommand::Keys(KeysCommand::Rotate) => {
             let v: Value = api
                 .post("/api/v1/admin/signing-keys/rotate", &Value::Null)
@@ -492,4 +533,137 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+fn print_gateways(gateways: &[Gateway]) {
+    let rows: Vec<_> = gateways
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.status.clone(),
+                g.url.clone().unwrap_or_else(|| "-".into()),
+                g.routes
+                    .iter()
+                    .map(|r| format!("{}={}{}", r.service, r.host, r.path_prefix))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                g.certificate_expires_at
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table::print(&["name", "status", "url", "routes", "cert expires"], &rows);
+}
+
+async fn gateway(api: &ApiClient, cmd: GatewayCommand, json: bool) -> Result<()> {
+    match cmd {
+        GatewayCommand::Add { name, sans, ttl } => {
+            let t: GatewayToken = api
+                .post(
+                    "/api/v1/admin/gateways",
+                    &CreateGatewayRequest {
+                        name,
+                        sans,
+                        ttl_seconds: ttl,
+                    },
+                )
+                .await?;
+            if json {
+                return print_json(&t);
+            }
+            println!("{}", t.token);
+            eprintln!(
+                "one-time enrollment token for gateway {}, expires {}; put it in the gateway's \
+                 enrollment_token_file",
+                t.name, t.expires_at
+            );
+            Ok(())
+        }
+        GatewayCommand::List => {
+            let list: List<Gateway> = api.get("/api/v1/admin/gateways").await?;
+            if json {
+                return print_json(&list.items);
+            }
+            print_gateways(&list.items);
+            Ok(())
+        }
+        GatewayCommand::Revoke { name } => {
+            let g: Gateway = api
+                .post(
+                    &format!("/api/v1/admin/gateways/{name}/revoke"),
+                    &Value::Null,
+                )
+                .await?;
+            if json {
+                return print_json(&g);
+            }
+            print_gateways(&[g]);
+            Ok(())
+        }
+    }
+}
+
+fn print_services(services: &[Service]) {
+    let rows: Vec<_> = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.allow_users.join(","),
+                s.allow_groups.join(","),
+                s.gateways.join(","),
+            ]
+        })
+        .collect();
+    table::print(&["service", "users", "groups", "gateways"], &rows);
+}
+
+async fn service(api: &ApiClient, cmd: ServiceCommand, json: bool) -> Result<()> {
+    match cmd {
+        ServiceCommand::Set {
+            name,
+            users,
+            groups,
+        } => {
+            let s: Service = api
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/admin/services/{name}"),
+                    Some(&PutServiceRequest {
+                        allow_users: users,
+                        allow_groups: groups,
+                    }),
+                )
+                .await?;
+            if json {
+                return print_json(&s);
+            }
+            print_services(&[s]);
+            Ok(())
+        }
+        ServiceCommand::List => {
+            let list: List<Service> = api.get("/api/v1/admin/services").await?;
+            if json {
+                return print_json(&list.items);
+            }
+            print_services(&list.items);
+            Ok(())
+        }
+        ServiceCommand::Delete { name } => {
+            let v: Value = api
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/admin/services/{name}"),
+                    None::<&()>,
+                )
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            println!("service {name} deleted");
+            Ok(())
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `umbra dev`: the controller on an embedded SQLite store in one directory,
-//! with an admin, a demo user and an enrolled local device, set up through
-//! the real API. Running it again reuses the directory.
+//! a gateway in front of a demo upstream that echoes what it receives, an
+//! admin, a demo user granted the demo service and an enrolled local
+//! device, all set up through the real API. Running it again reuses the
+//! directory. It never touches the host firewall.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,15 +10,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use umbra_controller::clock::{Clock, SystemClock};
 use umbra_controller::config::RawConfig;
 use umbra_proto::api::{
-    AdminTokenResponse, CreateEnrollmentTokenRequest, CreateUserRequest, CreateUserResponse,
-    DeviceStatus, EnrollRequest, EnrollResponse, EnrollmentToken, List, Role, User,
+    AdminTokenResponse, CreateEnrollmentTokenRequest, CreateGatewayRequest, CreateUserRequest,
+    CreateUserResponse, DeviceStatus, EnrollmentToken, GatewayToken, List, Role, User,
 };
 
 use crate::client::ApiClient;
@@ -29,7 +29,16 @@ pub struct DevArgs {
     /// Controller listen address (port 0 picks a free port; see dev.json).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// Gateway listen address (port 0 picks a free port; see dev.json).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    gateway_listen: SocketAddr,
 }
+
+/// The demo HTTP service behind the gateway.
+const SERVICE: &str = "demo";
+/// The demo TCP service's name (served once TCP tunnels land).
+const TCP_SERVICE: &str = "demo-tcp";
+const GATEWAY: &str = "dev";
 
 const DEMO_USER: &str = "demo";
 const ADMIN_USER: &str = "admin";
@@ -83,6 +92,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let mut tasks = Vec::new();
     let setup = async {
         let ca = controller.ca.cert_der().clone();
         let public = ApiClient::new(&url, &ca, None)?;
@@ -119,14 +129,27 @@ pub async fn run(args: DevArgs) -> Result<()> {
         let agent_dir = dir.join("agent");
         let device = ensure_device(
             &api,
-            &public,
+            &url,
             &agent_dir,
             controller.clock.as_ref(),
             &controller,
         )
         .await?;
+        let gateway_url = start_gateway(&api, &url, &dir, &args, &shutdown, &mut tasks).await?;
+        api.call::<Value>(
+            reqwest::Method::PUT,
+            &format!("/api/v1/admin/services/{SERVICE}"),
+            Some(&json!({ "allow_users": [DEMO_USER] })),
+        )
+        .await
+        .context("granting the demo service")?;
         let dev_json = json!({
             "controller_url": url,
+            "gateway_url": gateway_url,
+            "dashboard_url": format!("{url}/ui/"),
+            "metrics_url": format!("{url}/metrics"),
+            "service": SERVICE,
+            "tcp_service": TCP_SERVICE,
             "admin_token": admin_token,
             "user": DEMO_USER,
             "password": password,
@@ -143,6 +166,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         print_summary(
             &dir,
             &url,
+            &gateway_url,
             &admin_token,
             &password,
             &totp_secret,
@@ -152,12 +176,19 @@ pub async fn run(args: DevArgs) -> Result<()> {
         )?;
         anyhow::Ok(())
     };
-    if let Err(e) = setup.await {
+    let result = setup.await;
+    if let Err(e) = result {
         shutdown.cancel();
         let _ = server.await;
+        for t in tasks {
+            let _ = t.await;
+        }
         return Err(e);
     }
     server.await.context("controller task")??;
+    for t in tasks {
+        let _ = t.await;
+    }
     Ok(())
 }
 
@@ -217,19 +248,19 @@ async fn create_user(
     .with_context(|| format!("creating user {name}"))
 }
 
-/// Enrolls the local device for the demo user unless its certificate is
-/// still good for a while. Returns the device id.
+/// Enrolls the local device for the demo user (as `umbra agent enroll`
+/// would) unless its certificate is still good for a while. Returns the
+/// device id.
 async fn ensure_device(
     api: &ApiClient,
-    public: &ApiClient,
+    url: &str,
     agent_dir: &Path,
     clock: &dyn Clock,
     controller: &umbra_controller::Controller,
 ) -> Result<String> {
-    std::fs::create_dir_all(agent_dir)?;
-    set_mode(agent_dir, 0o700)?;
-    let cert_path = agent_dir.join("device.crt");
-    if let Ok(der) = CertificateDer::from_pem_file(&cert_path)
+    let dir = umbra_agent::dir::AgentDir::new(agent_dir);
+    if let (Ok(der), Ok(state)) = (dir.certificate(), dir.state())
+        && state.controller_url == url
         && let Ok(peer) = umbra_pki::PeerCertificate::parse(&der, controller.ca.trust_domain())
         && peer.not_after > clock.now() + 3600
     {
@@ -251,29 +282,91 @@ async fn ensure_device(
             },
         )
         .await?;
-    let key = crate::device::new_key_and_csr("umbra-dev-device")?;
-    let posture = crate::device::local_posture("local");
-    let r: EnrollResponse = public
-        .post(
-            "/api/v1/enroll",
-            &EnrollRequest {
-                token: token.token,
-                csr_pem: key.csr_pem,
-                posture,
-            },
-        )
+    let r = umbra_agent::controller::enroll(&dir, url, &token.token)
         .await
         .context("enrolling the local device")?;
-    write_private(&agent_dir.join("device.key"), &key.key_pem)?;
-    std::fs::write(&cert_path, &r.certificate_pem)?;
-    std::fs::write(agent_dir.join("ca.pem"), &r.ca_pem)?;
     Ok(r.device_id)
+}
+
+/// The demo upstream on a free loopback port and the gateway in front of
+/// it, enrolled through the admin API on the first run. Returns its URL.
+async fn start_gateway(
+    api: &ApiClient,
+    url: &str,
+    dir: &Path,
+    args: &DevArgs,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<String> {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_addr = upstream.local_addr()?;
+    tasks.push(tokio::spawn(umbra_gateway::demo::serve(
+        upstream,
+        shutdown.clone(),
+    )));
+    let listener = tokio::net::TcpListener::bind(args.gateway_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (another `umbra dev`? try --gateway-listen 127.0.0.1:0)",
+                args.gateway_listen
+            )
+        })?;
+    let gateway_url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+    let state_dir = dir.join("gateway");
+    let mut token = None;
+    if !state_dir.join("gateway.crt").exists() {
+        let t: GatewayToken = api
+            .post(
+                "/api/v1/admin/gateways",
+                &CreateGatewayRequest {
+                    name: GATEWAY.into(),
+                    sans: vec!["127.0.0.1".into(), "localhost".into()],
+                    ttl_seconds: Some(600),
+                },
+            )
+            .await
+            .context("creating the dev gateway")?;
+        token = Some(zeroize::Zeroizing::new(t.token));
+    }
+    let raw = umbra_gateway::config::RawConfig {
+        controller_url: url.to_owned(),
+        listen: listener.local_addr()?.to_string(),
+        public_url: Some(gateway_url.clone()),
+        state_dir,
+        enrollment_token: token.map(|t| t.to_string()),
+        enrollment_token_file: None,
+        max_staleness_seconds: None,
+        resync_interval_seconds: None,
+        assertion_ttl_seconds: None,
+        routes: vec![umbra_gateway::config::RawRoute {
+            service: SERVICE.into(),
+            host: None,
+            path_prefix: None,
+            upstream: format!("http://{upstream_addr}"),
+        }],
+    };
+    let gateway = umbra_gateway::Gateway::start(raw.validate()?, Arc::new(SystemClock))
+        .await
+        .context("starting the dev gateway")?;
+    // Register before returning, so the login that follows sees the route.
+    umbra_gateway::control::register(&gateway)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the dev gateway: {e}"))?;
+    let shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = umbra_gateway::server::run(gateway, listener, shutdown).await {
+            tracing::error!(error = %e, "gateway stopped");
+        }
+    }));
+    Ok(gateway_url)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn print_summary(
     dir: &Path,
     url: &str,
+    gateway_url: &str,
     admin_token: &str,
     password: &str,
     totp_secret: &str,
@@ -304,23 +397,24 @@ fn print_summary(
         "device compliance runs in report-only mode here, so these only raise the login risk score."
     );
     println!();
-    println!("Try next:");
+    let exe = std::env::current_exe().map_or_else(|_| "umbra".into(), |p| p.display().to_string());
+    println!("  gateway        {gateway_url} (service {SERVICE:?} -> demo upstream)");
+    println!();
+    println!("Try next (in another terminal):");
+    println!("  export UMBRA_AGENT_DIR={}", agent_dir.display());
+    println!(
+        "  {exe} agent login --user {DEMO_USER} --password-stdin --totp $(oathtool --totp -b {totp_secret}) <<< '{password}'"
+    );
+    println!("  {exe} agent connect {SERVICE} --listen 127.0.0.1:8080 &");
+    println!("  curl -s http://127.0.0.1:8080/hello   # the upstream echoes the identity headers");
+    println!();
+    println!("Administer:");
     println!(
         "  export UMBRA_CONTROLLER={url} UMBRA_CA_CERT={} UMBRA_ADMIN_TOKEN={admin_token}",
         ca_path.display()
     );
-    let exe = std::env::current_exe().map_or_else(|_| "umbra".into(), |p| p.display().to_string());
-    println!("  {exe} admin user list");
-    println!(
-        "  curl --cacert {ca} --cert {a}/device.crt --key {a}/device.key \\",
-        ca = ca_path.display(),
-        a = agent_dir.display()
-    );
-    println!("    -H 'content-type: application/json' \\");
-    println!(
-        "    -d '{{\"user\":\"{DEMO_USER}\",\"password\":\"{password}\",\"totp\":\"'$(oathtool --totp -b {totp_secret})'\"}}' \\"
-    );
-    println!("    {url}/api/v1/auth/login");
+    println!("  {exe} admin session list");
+    println!("  {exe} admin service list");
     println!("Press Ctrl-C to stop.");
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! CLI wiring only; the work happens in the library crates.
 
 mod admin;
+mod agent;
 mod client;
 mod dev;
-mod device;
 mod table;
 
 use std::path::PathBuf;
@@ -34,8 +34,16 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a gateway (mTLS identity-aware proxy in front of services).
+    Gateway {
+        /// TOML configuration file (see docs/config.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Administer a running controller.
     Admin(admin::AdminArgs),
+    /// This device: enroll, log in, forward a local port to a service.
+    Agent(agent::AgentArgs),
     /// Everything on one machine with an embedded store, for trying Umbra.
     Dev(dev::DevArgs),
 }
@@ -45,7 +53,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("UMBRA_LOG").unwrap_or_else(|_| {
         let default = match cli.command {
-            Command::Admin(_) => "warn",
+            Command::Admin(_) | Command::Agent(_) => "warn",
             _ => "info",
         };
         tracing_subscriber::EnvFilter::new(default)
@@ -64,7 +72,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Controller { config } => run_controller(config).await,
+            Command::Gateway { config } => run_gateway(config).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Dev(args) => dev::run(args).await,
         }
     });
@@ -92,6 +102,22 @@ async fn run_controller(path: PathBuf) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     umbra_controller::server::run(controller, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn run_gateway(path: PathBuf) -> Result<()> {
+    let config = umbra_gateway::Config::load(&path)?;
+    let listen = config.listen;
+    let gateway =
+        umbra_gateway::Gateway::start(config, Arc::new(umbra_controller::clock::SystemClock))
+            .await
+            .context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    umbra_gateway::server::run(gateway, listener, shutdown).await?;
     Ok(())
 }
 

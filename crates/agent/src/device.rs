@@ -1,8 +1,6 @@
 //! A device's key and CSR, made locally: the private key never leaves the
-//! machine. (`umbra dev` enrolls its local device with this; the agent will
-//! own it once it exists.)
+//! machine. And the posture report sent with enrollment.
 
-use anyhow::{Context, Result};
 use rcgen::{CertificateParams, DnType, KeyPair};
 use umbra_proto::PostureReport;
 
@@ -11,16 +9,16 @@ pub struct DeviceKey {
     pub csr_pem: String,
 }
 
-pub fn new_key_and_csr(hostname: &str) -> Result<DeviceKey> {
-    let key =
-        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating device key")?;
+pub fn new_key_and_csr(hostname: &str) -> Result<DeviceKey, crate::AgentError> {
+    let fail = |e: rcgen::Error| crate::AgentError::State(format!("device key: {e}"));
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, hostname);
-    let csr = params.serialize_request(&key).context("building CSR")?;
+    let csr = params.serialize_request(&key).map_err(fail)?;
     Ok(DeviceKey {
         key_pem: key.serialize_pem(),
-        csr_pem: csr.pem().context("CSR PEM")?,
+        csr_pem: csr.pem().map_err(fail)?,
     })
 }
 

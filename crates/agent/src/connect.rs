@@ -1,0 +1,170 @@
+//! `umbra agent connect SERVICE --listen ADDR`: a local HTTP listener whose
+//! requests go to the service's gateway over mTLS (the device certificate)
+//! with the session token, and whose responses come back unchanged.
+//!
+//! The session is re-read from the state directory for every request, so a
+//! new `umbra agent login` takes effect without restarting `connect`. The
+//! listener is meant for loopback: anything that can reach it acts with this
+//! device's session, like any local port-forward.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use umbra_proto::control::ServiceAccess;
+
+use crate::AgentError;
+use crate::dir::AgentDir;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+type Gateways = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+fn local_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "code": "agent", "message": message } }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Finds `service` in the saved session.
+pub fn service_access(dir: &AgentDir, service: &str) -> Result<ServiceAccess, AgentError> {
+    let session = dir.session()?.ok_or_else(|| {
+        AgentError::State("not logged in; run `umbra agent login --user NAME`".into())
+    })?;
+    session
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .cloned()
+        .ok_or_else(|| {
+            let granted: Vec<&str> = session.services.iter().map(|s| s.name.as_str()).collect();
+            AgentError::State(format!(
+                "the session grants no service {service:?} (granted: {})",
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            ))
+        })
+}
+
+/// Serves `listener` until `shutdown`, forwarding to `service`.
+pub async fn run(
+    dir: AgentDir,
+    service: &str,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let access = Arc::new(service_access(&dir, service)?);
+    let gateway: Uri = access
+        .gateway_url
+        .parse()
+        .map_err(|e| AgentError::State(format!("gateway URL {:?}: {e}", access.gateway_url)))?;
+    let tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Gateways = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(https);
+    let dir = Arc::new(dir);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (client, dir, access, gateway) =
+            (client.clone(), dir.clone(), access.clone(), gateway.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (client, dir, access, gateway) =
+                    (client.clone(), dir.clone(), access.clone(), gateway.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        forward(&client, &dir, &access, &gateway, req).await,
+                    )
+                }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                tracing::debug!(%addr, error = %e, "local connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn forward(
+    client: &Gateways,
+    dir: &AgentDir,
+    access: &ServiceAccess,
+    gateway: &Uri,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let token = match dir.session() {
+        Ok(Some(s)) => s.token,
+        _ => {
+            return local_error(
+                StatusCode::UNAUTHORIZED,
+                "not logged in; run `umbra agent login --user NAME`",
+            );
+        }
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri = Uri::builder()
+        .scheme("https")
+        .authority(gateway.authority().map_or("", |a| a.as_str()))
+        .path_and_query(path)
+        .build();
+    let Ok(uri) = uri else {
+        return local_error(StatusCode::BAD_REQUEST, "invalid request target");
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    // The gateway routes by Host: the service's, not ours.
+    match HeaderValue::from_str(&access.host) {
+        Ok(v) => headers.insert(http::header::HOST, v),
+        Err(_) => return local_error(StatusCode::BAD_GATEWAY, "invalid service host"),
+    };
+    match HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(v) => headers.insert(http::header::AUTHORIZATION, v),
+        Err(_) => return local_error(StatusCode::UNAUTHORIZED, "unusable session token"),
+    };
+    match client.request(req).await {
+        Ok(resp) => resp.map(BodyExt::boxed),
+        Err(e) => {
+            tracing::warn!(error = %e, gateway = %access.gateway_url, "gateway unreachable");
+            local_error(StatusCode::BAD_GATEWAY, "gateway unreachable")
+        }
+    }
+}

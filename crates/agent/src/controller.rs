@@ -1,0 +1,200 @@
+//! The agent's calls to the controller: enrollment (trusting the CA pinned
+//! in the token), then everything else over mTLS with the device
+//! certificate and the CA kept at enrollment.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use umbra_proto::ErrorBody;
+use umbra_proto::api::{EnrollRequest, EnrollResponse, LoginRequest, LoginResponse, Session};
+use zeroize::Zeroizing;
+
+use crate::AgentError;
+use crate::dir::{AgentDir, AgentState, write_file};
+
+fn client(tls: rustls::ClientConfig) -> Result<reqwest::Client, AgentError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| AgentError::Network(e.to_string()))
+}
+
+async fn call<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&impl Serialize>,
+) -> Result<T, AgentError> {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| AgentError::Network(format!("{url}: {e}")))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| AgentError::Network(e.to_string()))?;
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => AgentError::Refused {
+                code: b.error.code.as_str().to_owned(),
+                message: b.error.message,
+            },
+            Err(_) => AgentError::Network(format!("{url}: HTTP {status}")),
+        });
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AgentError::Network(format!("{url}: unexpected response: {e}")))
+}
+
+/// The CA pin inside an enrollment token `ue1.<pin>.<secret>`.
+fn token_pin(token: &str) -> Result<[u8; 32], AgentError> {
+    let bad = || AgentError::State("not an enrollment token (ue1.…)".into());
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ue1"), Some(pin), Some(_), None) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(pin)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// Enrolls this device: a fresh key (kept in `dir`, mode 0600), a CSR and
+/// the posture report, sent with the one-time token.
+pub async fn enroll(
+    dir: &AgentDir,
+    controller_url: &str,
+    token: &str,
+) -> Result<EnrollResponse, AgentError> {
+    let controller_url = controller_url.trim_end_matches('/');
+    if !controller_url.starts_with("https://") {
+        return Err(AgentError::State(
+            "the controller URL must start with https://".into(),
+        ));
+    }
+    let pin = token_pin(token)?;
+    let http = client(umbra_pki::tls::pinned_client_config(pin)?)?;
+    dir.create()?;
+    let posture = crate::device::local_posture("pending");
+    let key = crate::device::new_key_and_csr(&posture.hostname)?;
+    let url = format!("{controller_url}/api/v1/enroll");
+    let enrolled: EnrollResponse = call(
+        &http,
+        reqwest::Method::POST,
+        &url,
+        None,
+        Some(&EnrollRequest {
+            token: token.to_owned(),
+            csr_pem: key.csr_pem,
+            posture,
+        }),
+    )
+    .await?;
+    let ca = rustls_pki_types::pem::PemObject::from_pem_slice(enrolled.ca_pem.as_bytes())
+        .map_err(|e| AgentError::State(format!("CA certificate: {e}")))?;
+    if umbra_pki::tls::ca_pin(&ca) != pin {
+        return Err(AgentError::State(
+            "the controller returned a CA that does not match the token's pin".into(),
+        ));
+    }
+    write_file(&dir.file("device.key"), &key.key_pem, true)?;
+    write_file(&dir.file("device.crt"), &enrolled.certificate_pem, false)?;
+    write_file(&dir.file("ca.pem"), &enrolled.ca_pem, false)?;
+    let state = AgentState {
+        controller_url: controller_url.to_owned(),
+        device_id: enrolled.device_id.clone(),
+    };
+    let text =
+        serde_json::to_string_pretty(&state).map_err(|e| AgentError::State(e.to_string()))?;
+    write_file(&dir.file("agent.json"), &text, false)?;
+    dir.clear_session()?;
+    Ok(enrolled)
+}
+
+fn mtls(dir: &AgentDir) -> Result<(reqwest::Client, AgentState), AgentError> {
+    let state = dir.state()?;
+    let tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
+    Ok((client(tls)?, state))
+}
+
+/// Logs `user` in with this device; the session is kept in `dir` (0600).
+pub async fn login(
+    dir: &AgentDir,
+    user: &str,
+    password: Zeroizing<String>,
+    totp: Option<String>,
+    recovery_code: Option<String>,
+) -> Result<LoginResponse, AgentError> {
+    let (http, state) = mtls(dir)?;
+    let url = format!("{}/api/v1/auth/login", state.controller_url);
+    let request = LoginRequest {
+        user: user.to_owned(),
+        password: password.to_string(),
+        totp,
+        recovery_code,
+    };
+    let session: LoginResponse =
+        call(&http, reqwest::Method::POST, &url, None, Some(&request)).await?;
+    dir.save_session(&session)?;
+    Ok(session)
+}
+
+/// Ends the session at the controller (which revokes it at every gateway)
+/// and forgets it here.
+pub async fn logout(dir: &AgentDir) -> Result<Option<Session>, AgentError> {
+    let Some(session) = dir.session()? else {
+        return Ok(None);
+    };
+    let (http, state) = mtls(dir)?;
+    let url = format!("{}/api/v1/auth/logout", state.controller_url);
+    let result: Result<Session, _> = call(
+        &http,
+        reqwest::Method::POST,
+        &url,
+        Some(&session.token),
+        None::<&()>,
+    )
+    .await;
+    dir.clear_session()?;
+    match result {
+        Ok(s) => Ok(Some(s)),
+        // Already expired or revoked: nothing left to end.
+        Err(AgentError::Refused { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The session as the controller sees it now, if there is one.
+pub async fn session(dir: &AgentDir) -> Result<Option<Session>, AgentError> {
+    let Some(saved) = dir.session()? else {
+        return Ok(None);
+    };
+    let (http, state) = mtls(dir)?;
+    let url = format!("{}/api/v1/auth/session", state.controller_url);
+    match call(
+        &http,
+        reqwest::Method::GET,
+        &url,
+        Some(&saved.token),
+        None::<&()>,
+    )
+    .await
+    {
+        Ok(s) => Ok(Some(s)),
+        Err(AgentError::Refused { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,200 @@
+//! `umbra agent …`: enroll this device, log in, forward a local port to a
+//! service behind a gateway. State lives in `--dir` / `UMBRA_AGENT_DIR`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+use umbra_agent::dir::AgentDir;
+use zeroize::Zeroizing;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// State directory (default: ~/.umbra/agent).
+    #[arg(long, env = "UMBRA_AGENT_DIR", global = true)]
+    dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Enroll this device with a one-time token from `umbra admin token enroll`.
+    Enroll {
+        #[arg(long, env = "UMBRA_CONTROLLER")]
+        controller: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Log in with password + TOTP (prompted unless given).
+    Login {
+        #[arg(long)]
+        user: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        totp: Option<String>,
+        /// A one-time recovery code instead of a TOTP code.
+        #[arg(long, conflicts_with = "totp")]
+        recovery_code: Option<String>,
+    },
+    /// End the session (the gateways drop it at once).
+    Logout,
+    /// The device, its certificate and the session.
+    Status,
+    /// Forward a local port to SERVICE through its gateway.
+    Connect {
+        service: String,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+fn agent_dir(args: &AgentArgs) -> Result<AgentDir> {
+    match &args.dir {
+        Some(d) => Ok(AgentDir::new(d.clone())),
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set; pass --dir")?;
+            Ok(AgentDir::new(PathBuf::from(home).join(".umbra/agent")))
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let dir = agent_dir(&args)?;
+    let json = args.json;
+    match args.command {
+        AgentCommand::Enroll { controller, token } => {
+            let r = umbra_agent::controller::enroll(&dir, &controller, token.trim()).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "device_id": r.device_id, "spiffe_id": r.spiffe_id,
+                    "status": r.status, "serial": r.serial, "not_after": r.not_after,
+                }));
+            }
+            println!(
+                "enrolled device {} ({:?}), certificate valid until {}",
+                r.device_id, r.status, r.not_after
+            );
+            println!("state: {}", dir.path.display());
+            Ok(())
+        }
+        AgentCommand::Login {
+            user,
+            password_stdin,
+            totp,
+            recovery_code,
+        } => {
+            let password = if password_stdin {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading the password from stdin")?;
+                Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                Zeroizing::new(
+                    rpassword::prompt_password(format!("password for {user}: "))
+                        .context("reading the password")?,
+                )
+            };
+            let totp = match (totp, &recovery_code) {
+                (Some(t), _) => Some(t),
+                (None, Some(_)) => None,
+                (None, None) if password_stdin => {
+                    bail!("with --password-stdin, give --totp CODE (or --recovery-code)")
+                }
+                (None, None) => Some(
+                    rpassword::prompt_password("TOTP code: ").context("reading the TOTP code")?,
+                ),
+            };
+            let s =
+                umbra_agent::controller::login(&dir, &user, password, totp, recovery_code).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "session_id": s.session_id, "user": s.user, "risk": s.risk,
+                    "expires_at": s.expires_at, "services": s.services,
+                }));
+            }
+            println!(
+                "logged in as {} (risk {}), session {} until {}",
+                s.user, s.risk, s.session_id, s.expires_at
+            );
+            if s.services.is_empty() {
+                println!("no services are granted to this session");
+            }
+            for svc in &s.services {
+                println!("  service {:<20} via {}", svc.name, svc.gateway_url);
+            }
+            Ok(())
+        }
+        AgentCommand::Logout => {
+            match umbra_agent::controller::logout(&dir).await? {
+                Some(s) => println!("session {} ended", s.id),
+                None => println!("no live session"),
+            }
+            Ok(())
+        }
+        AgentCommand::Status => status(&dir, json).await,
+        AgentCommand::Connect { service, listen } => {
+            let access = umbra_agent::connect::service_access(&dir, &service)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let local = listener.local_addr()?;
+            println!(
+                "forwarding http://{local} to service {service} via {}",
+                access.gateway_url
+            );
+            println!("try: curl http://{local}/");
+            let shutdown = CancellationToken::new();
+            crate::spawn_signal_handler(shutdown.clone());
+            umbra_agent::connect::run(dir, &service, listener, shutdown).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn status(dir: &AgentDir, json: bool) -> Result<()> {
+    let state = dir.state()?;
+    let cert = dir.certificate()?;
+    let not_after = x509_not_after(&cert);
+    let live = umbra_agent::controller::session(dir).await?;
+    if json {
+        return print_json(&serde_json::json!({
+            "controller_url": state.controller_url,
+            "device_id": state.device_id,
+            "certificate_not_after": not_after,
+            "session": live,
+        }));
+    }
+    println!("controller   {}", state.controller_url);
+    println!("device       {}", state.device_id);
+    println!("certificate  valid until {not_after}");
+    match live {
+        Some(s) => println!(
+            "session      {} as {} (risk {}) until {}",
+            s.id, s.user, s.risk, s.expires_at
+        ),
+        None => println!("session      none (run `umbra agent login --user NAME`)"),
+    }
+    Ok(())
+}
+
+fn x509_not_after(cert: &rustls_pki_types::CertificateDer<'_>) -> String {
+    // Any trust domain parses the validity; the SPIFFE ID is not needed here.
+    x509_parser::parse_x509_certificate(cert)
+        .map(|(_, c)| c.validity().not_after.to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
