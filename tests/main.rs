@@ -7,6 +7,7 @@
 
 mod support;
 
+mod access;
 mod admin_api;
 mod cli;
 mod enrollment;

@@ -1,0 +1,620 @@
+//! The access path in one process: controller, gateway and an echo
+//! upstream on loopback, with users, devices, sessions, the gateway and its
+//! grants created through the real API. Each attack from the issue is a
+//! test; the happy path checks what the upstream receives.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use umbra_gateway::Gateway;
+use umbra_gateway::config::{RawConfig, RawRoute};
+
+use crate::support::{self, Body, TestController, TestDevice, error_code};
+
+pub struct Rig {
+    pub tc: TestController,
+    pub gw: Arc<Gateway>,
+    pub gw_url: String,
+    pub device: TestDevice,
+    pub token: String,
+    _state: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+pub async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Rig {
+    pub async fn start() -> Self {
+        Self::start_with_resync(300).await
+    }
+
+    pub async fn start_with_resync(resync_secs: u64) -> Self {
+        let tc = support::start().await;
+        let alice = tc.create_user("alice", &["eng"]).await;
+        let device = tc.enroll("alice").await;
+        let token = tc
+            .admin_post(
+                "/api/v1/admin/gateways",
+                json!({ "name": "gw1", "sans": ["127.0.0.1", "localhost"] }),
+            )
+            .await["token"]
+            .as_str()
+            .expect("gateway token")
+            .to_owned();
+        let shutdown = CancellationToken::new();
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let upstream_url = format!("http://{}", upstream.local_addr().expect("addr"));
+        tokio::spawn(umbra_gateway::demo::serve(upstream, shutdown.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let gw_url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("a").port()
+        );
+        let state = tempfile::tempdir().expect("tempdir");
+        let route = |service: &str, prefix: &str| RawRoute {
+            service: service.into(),
+            host: None,
+            path_prefix: Some(prefix.into()),
+            upstream: upstream_url.clone(),
+        };
+        let raw = RawConfig {
+            controller_url: tc.url.clone(),
+            listen: listener.local_addr().expect("addr").to_string(),
+            public_url: Some(gw_url.clone()),
+            state_dir: state.path().join("gw"),
+            enrollment_token: Some(token),
+            enrollment_token_file: None,
+            max_staleness_seconds: None,
+            resync_interval_seconds: Some(resync_secs),
+            assertion_ttl_seconds: None,
+            routes: vec![
+                route("billing", "/v1/charges"),
+                route("demo", "/"),
+                route("secret", "/"),
+            ],
+        };
+        let gw = Gateway::start(raw.validate().expect("config"), Arc::new(tc.clock.clone()))
+            .await
+            .expect("gateway start");
+        tokio::spawn(umbra_gateway::server::run(
+            gw.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        let put = |name: &str, grant: Value| {
+            let tc = &tc;
+            let name = name.to_owned();
+            async move {
+                let (status, body) = tc
+                    .public()
+                    .call(
+                        Method::PUT,
+                        &format!("/api/v1/admin/services/{name}"),
+                        Some(&tc.admin_token),
+                        Some(Body::Json(grant)),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+        };
+        put("billing", json!({ "allow_users": ["alice"] })).await;
+        put("demo", json!({ "allow_groups": ["eng"] })).await;
+        put("secret", json!({ "allow_users": ["bob"] })).await;
+        let (status, login) = tc.login(&device, &alice).await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        let session_token = login["token"].as_str().expect("token").to_owned();
+        let services: Vec<&str> = login["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert_eq!(
+            services,
+            ["billing", "demo"],
+            "login lists granted services only"
+        );
+        let view = gw.view.clone();
+        eventually(
+            "gateway synced with all grants",
+            Duration::from_secs(10),
+            || view.is_fresh() && view.seq() >= Some(3),
+        )
+        .await;
+        Self {
+            tc,
+            gw,
+            gw_url,
+            device,
+            token: session_token,
+            _state: state,
+            shutdown,
+        }
+    }
+
+    /// A client of the gateway presenting `device`'s certificate (or none).
+    pub fn client(&self, device: Option<&TestDevice>) -> reqwest::Client {
+        let identity = device.map(|d| {
+            (
+                vec![CertificateDer::from_pem_slice(d.cert_pem.as_bytes()).expect("cert")],
+                PrivateKeyDer::from_pem_slice(d.key_pem.as_bytes()).expect("key"),
+            )
+        });
+        let tls = umbra_pki::tls::client_config(&self.tc.ca(), identity).expect("tls");
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .http1_only()
+            .build()
+            .expect("client")
+    }
+
+    /// GET `path` for `host` with `token` as the device; status and JSON.
+    pub async fn get(
+        &self,
+        device: &TestDevice,
+        host: &str,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client(Some(device))
+            .get(format!("{}{path}", self.gw_url))
+            .header("host", host);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends exactly `target` as the request target (no client-side
+    /// normalization), over mTLS as `device`; returns the status.
+    pub async fn raw_get(&self, device: &TestDevice, host: &str, target: &str) -> (u16, String) {
+        let chain = vec![CertificateDer::from_pem_slice(device.cert_pem.as_bytes()).expect("c")];
+        let key = PrivateKeyDer::from_pem_slice(device.key_pem.as_bytes()).expect("k");
+        let tls = umbra_pki::tls::client_config(&self.tc.ca(), Some((chain, key))).expect("tls");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let addr = self.gw_url.trim_start_matches("https://");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let mut s = connector.connect(name, tcp).await.expect("tls");
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+            self.token
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_receives_the_identity_and_a_verifiable_assertion_and_no_forgeries() {
+    let rig = Rig::start().await;
+    let (status, echo) = rig
+        .get(
+            &rig.device,
+            "billing",
+            "/v1/charges/42?x=1",
+            Some(&rig.token),
+            &[
+                ("X-Auth-User", "admin"),
+                ("X_Auth_User", "root"),
+                ("x-auth-groups", "admins"),
+                ("X-Real-IP", "10.9.9.9"),
+                ("X-Forwarded-For", "10.9.9.9"),
+                ("X-Umbra-Jwt-Assertion", "forged"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{echo}");
+    let h = &echo["headers"];
+    assert_eq!(echo["path"], "/v1/charges/42?x=1");
+    assert_eq!(h["x-auth-user"], "alice");
+    assert_eq!(h["x-auth-groups"], "eng");
+    assert_eq!(h["x-device-id"], rig.device.id.as_str());
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(h["x-session-id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(
+        h["x-risk-score"]
+            .as_str()
+            .is_some_and(|r| r.parse::<u8>().is_ok())
+    );
+    let names: Vec<&String> = h.as_object().expect("headers").keys().collect();
+    for forged in ["x_auth_user", "x-real-ip", "authorization"] {
+        assert!(
+            !names.iter().any(|n| n.as_str() == forged),
+            "{forged} reached the upstream"
+        );
+    }
+
+    // The assertion verifies with the controller's JWKS, for this service only.
+    let jwt = h["x-umbra-jwt-assertion"].as_str().expect("assertion");
+    let (_, jwks) = rig.tc.public().get("/.well-known/jwks.json", None).await;
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).expect("jwks");
+    let kid = jsonwebtoken::decode_header(jwt)
+        .expect("header")
+        .kid
+        .expect("kid");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).expect("gateway key in JWKS"))
+        .expect("key");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.validate_exp = false;
+    v.set_audience(&["billing"]);
+    v.set_issuer(&["umbra-gateway:gw1"]);
+    let claims = jsonwebtoken::decode::<Value>(jwt, &key, &v).expect("assertion verifies");
+    assert_eq!(claims.claims["sub"], "alice");
+    let exp = claims.claims["exp"].as_i64().expect("exp");
+    assert!(exp - rig.tc.now() <= 60, "assertions are short-lived");
+    v.set_audience(&["demo"]);
+    assert!(
+        jsonwebtoken::decode::<Value>(jwt, &key, &v).is_err(),
+        "an assertion for billing is refused at another service"
+    );
+
+    // Allowed requests reach the audit trail (batched by the gateway).
+    rig.tc
+        .wait_audit("gateway.access", "user alice is allowed billing")
+        .await;
+}
+
+#[tokio::test]
+async fn certificates_that_are_missing_foreign_or_revoked_never_complete_the_handshake() {
+    let rig = Rig::start().await;
+    let no_cert = rig
+        .client(None)
+        .get(format!("{}/", rig.gw_url))
+        .header("host", "demo")
+        .bearer_auth(&rig.token)
+        .send()
+        .await;
+    assert!(no_cert.is_err(), "no client certificate: handshake refused");
+
+    // A certificate from another CA (same shape, other issuer).
+    let other = support::start().await;
+    let bob = other.create_user("bob", &[]).await;
+    let foreign = other.enroll(&bob.name).await;
+    let r = rig
+        .client(Some(&foreign))
+        .get(format!("{}/", rig.gw_url))
+        .send()
+        .await;
+    assert!(r.is_err(), "foreign CA: handshake refused");
+
+    // Revoking the certificate reaches the gateway, which then refuses it
+    // at the handshake (and the token bound to it).
+    rig.tc
+        .admin_post(
+            &format!("/api/v1/admin/certificates/{}/revoke", rig.device.serial),
+            json!({}),
+        )
+        .await;
+    let view = rig.gw.view.clone();
+    let serial = rig.device.serial.clone();
+    eventually("revocation pushed", Duration::from_secs(5), || {
+        view.read().certificates.contains(&serial)
+    })
+    .await;
+    let r = rig
+        .client(Some(&rig.device))
+        .get(format!("{}/", rig.gw_url))
+        .header("host", "demo")
+        .bearer_auth(&rig.token)
+        .send()
+        .await;
+    assert!(r.is_err(), "revoked certificate: handshake refused");
+    rig.tc
+        .wait_audit("tls.handshake", "certificate_revoked")
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_device_certificate_is_refused_at_the_handshake() {
+    let rig = Rig::start().await;
+    rig.tc.clock.advance(25 * 3600);
+    let r = rig
+        .client(Some(&rig.device))
+        .get(format!("{}/", rig.gw_url))
+        .header("host", "demo")
+        .send()
+        .await;
+    assert!(r.is_err(), "expired certificate: handshake refused");
+}
+
+#[tokio::test]
+async fn sessions_are_required_bound_to_their_device_and_unexpired() {
+    let rig = Rig::start().await;
+    // A valid certificate without a session.
+    let (status, body) = rig.get(&rig.device, "demo", "/", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(error_code(&body), "authentication_failed");
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some("not.a.jwt"), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The token presented with another device's certificate.
+    let other = rig.tc.enroll("alice").await;
+    let (status, _) = rig.get(&other, "demo", "/", Some(&rig.token), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    rig.tc
+        .wait_audit("gateway.access", "token_not_bound_to_certificate")
+        .await;
+
+    // An expired token (the certificate is still valid). The gateway's
+    // view ages with the clock too; the next heartbeat refreshes it.
+    rig.tc.clock.advance(2 * 3600);
+    let view = rig.gw.view.clone();
+    eventually("heartbeat after the jump", Duration::from_secs(15), || {
+        view.is_fresh()
+    })
+    .await;
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    rig.tc.wait_audit("gateway.access", "token_expired").await;
+}
+
+#[tokio::test]
+async fn path_tricks_and_ungranted_services_get_the_same_refusal_as_nothing() {
+    let rig = Rig::start().await;
+    let d = &rig.device;
+    // billing is routed at /v1/charges only: whole segments.
+    assert_eq!(rig.raw_get(d, "billing", "/v1/charges").await.0, 200);
+    assert_eq!(rig.raw_get(d, "billing", "/v1/charges-admin").await.0, 404);
+    assert_eq!(
+        rig.raw_get(d, "billing", "/v1/charges/../admin").await.0,
+        404
+    );
+    assert_eq!(rig.raw_get(d, "billing", "/v1/../admin").await.0, 404);
+    assert_eq!(
+        rig.raw_get(d, "billing", "/v1/charges/%2e%2e/%2E%2E/admin")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(rig.raw_get(d, "billing", "/../v1/charges").await.0, 400);
+    assert_eq!(
+        rig.raw_get(d, "billing", "/v1/charges%2f..%2fadmin")
+            .await
+            .0,
+        400
+    );
+    // `//` collapses; the upstream gets the normalized path.
+    let (status, text) = rig.raw_get(d, "billing", "//v1//charges/./7").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""path":"/v1/charges/7""#), "{text}");
+
+    // An ungranted service and a nonexistent one look the same.
+    let (s1, b1) = rig.get(d, "secret", "/", Some(&rig.token), &[]).await;
+    let (s2, b2) = rig.get(d, "nothing", "/", Some(&rig.token), &[]).await;
+    assert_eq!((s1, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(b1["error"]["code"], b2["error"]["code"]);
+    assert_eq!(b1["error"]["message"], b2["error"]["message"]);
+    rig.tc
+        .wait_audit("gateway.access", "alice is not granted secret")
+        .await;
+}
+
+#[tokio::test]
+async fn a_suspended_users_next_request_is_refused() {
+    let rig = Rig::start().await;
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    rig.tc
+        .admin_post("/api/v1/admin/users/alice/suspend", json!({}))
+        .await;
+    let view = rig.gw.view.clone();
+    eventually("suspension pushed", Duration::from_secs(5), || {
+        view.read().users.contains("alice")
+    })
+    .await;
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_the_gateway_by_push_well_within_a_second() {
+    // Periodic resynchronization every 10 minutes: only a push can be fast.
+    let rig = Rig::start_with_resync(600).await;
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let sessions = rig.tc.admin_get("/api/v1/admin/sessions").await;
+    let sid = sessions["items"][0]["id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    rig.tc
+        .admin_post(&format!("/api/v1/admin/sessions/{sid}/revoke"), json!({}))
+        .await;
+    let revoked_at = Instant::now();
+    let view = rig.gw.view.clone();
+    eventually("revocation at the gateway", Duration::from_secs(1), || {
+        view.read().sessions.contains(&sid)
+    })
+    .await;
+    eprintln!(
+        "revocation reached the gateway after {:?}",
+        revoked_at.elapsed()
+    );
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn grants_change_at_once_and_the_gateway_fails_closed_when_stale() {
+    let rig = Rig::start().await;
+    let (status, _) = rig
+        .get(&rig.device, "billing", "/v1/charges", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = rig.gw.view.seq();
+    let (status, body) = rig
+        .tc
+        .public()
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/services/billing",
+            Some(&rig.tc.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view = rig.gw.view.clone();
+    eventually("grant removal pushed", Duration::from_secs(5), || {
+        view.seq() > before
+    })
+    .await;
+    let (status, _) = rig
+        .get(&rig.device, "billing", "/v1/charges", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Nothing heard from the controller for longer than the bound: refuse.
+    rig.tc.clock.advance(120);
+    let (status, body) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+/// Reads control-channel frames until `n` have arrived (bounded).
+async fn frames(resp: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .expect("frames in time")
+            .expect("stream")
+            .expect("open");
+        buf.extend_from_slice(&chunk);
+        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            out.push(serde_json::from_slice(&line).expect("json frame"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_control_channel_resumes_after_a_sequence_number_or_resyncs_when_too_far_behind() {
+    let rig = Rig::start().await;
+    let dir = rig._state.path().join("gw");
+    let cert = std::fs::read_to_string(dir.join("gateway.crt")).expect("cert");
+    let key = std::fs::read_to_string(dir.join("gateway.key")).expect("key");
+    let identity = Some((
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+    ));
+    let tls = umbra_pki::tls::client_config(&rig.tc.ca(), identity).expect("tls");
+    let gateway = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let last = rig.gw.view.seq().expect("synced");
+    let open = |after: Option<i64>| {
+        let mut url = format!("{}/api/v1/gateway/control", rig.tc.url);
+        if let Some(a) = after {
+            url.push_str(&format!("?after={a}"));
+        }
+        gateway.get(url).send()
+    };
+
+    // Resume: the events after `last - 2`, in order, no snapshot.
+    let mut resp = open(Some(last - 2)).await.expect("open");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = frames(&mut resp, 2).await;
+    assert_eq!(got[0]["type"], "event");
+    assert_eq!(got[0]["seq"], last - 1);
+    assert_eq!(got[1]["seq"], last);
+    drop(resp);
+
+    // No position: a snapshot at the newest sequence number.
+    let mut resp = open(None).await.expect("open");
+    let got = frames(&mut resp, 1).await;
+    assert_eq!(got[0]["type"], "snapshot");
+    assert_eq!(got[0]["seq"], last);
+    assert_eq!(got[0]["state"]["grants"].as_array().map(Vec::len), Some(3));
+    drop(resp);
+
+    // Two hours on, the controller has pruned the log: too far behind for
+    // a replay, so a snapshot again.
+    rig.tc.clock.advance(2 * 3600);
+    rig.tc
+        .admin_post("/api/v1/admin/users/alice/suspend", json!({}))
+        .await;
+    let mut pruned = false;
+    for _ in 0..100 {
+        let mut resp = open(Some(1)).await.expect("open");
+        let first = frames(&mut resp, 1).await.remove(0);
+        if first["type"] == "snapshot" {
+            assert!(first["seq"].as_i64() > Some(last));
+            assert_eq!(first["state"]["revocations"]["users"], json!(["alice"]));
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pruned, "a gateway behind the retained log gets a snapshot");
+
+    // Only a gateway certificate opens the channel; a device's does not.
+    let device = rig.client(Some(&rig.device));
+    let r = device
+        .get(format!("{}/api/v1/gateway/control", rig.tc.url))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
