@@ -17,7 +17,7 @@ fn start_dev(dir: &std::path::Path) -> (Running, std::time::SystemTime) {
     let child = Command::new(umbra_bin())
         .args(["dev", "--dir"])
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
         .env("UMBRA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -99,6 +99,67 @@ async fn login_from_dev_json(dev: &Value, at: i64) -> (StatusCode, Value) {
         .await
 }
 
+/// Runs `umbra agent ARGS` with `stdin` as its standard input.
+pub fn agent_cli(dir: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(umbra_bin())
+        .arg("agent")
+        .args(args)
+        .env("UMBRA_AGENT_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("umbra agent");
+    if let Some(text) = stdin
+        && let Some(mut s) = child.stdin.take()
+    {
+        s.write_all(text.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("umbra agent")
+}
+
+/// `umbra agent connect SERVICE --listen 127.0.0.1:PORT`, ready when this returns.
+pub fn connect(dir: &str, service: &str, port: u16) -> Running {
+    let child = Command::new(umbra_bin())
+        .args(["agent", "connect", service, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("UMBRA_AGENT_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("umbra agent connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "agent connect not listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
+
+/// The stock `curl` against the agent's local port; the response as JSON.
+pub fn curl_json(port: u16, path: &str, headers: &[&str]) -> Value {
+    let (status, body) = curl(port, path, headers);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON body")
+}
+
+/// `curl` (must be installed); returns the HTTP status and the body.
+pub fn curl(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl must be installed (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 fn now() -> i64 {
     umbra_controller::clock::Clock::now(&umbra_controller::clock::SystemClock)
 }
@@ -111,15 +172,45 @@ async fn umbra_dev_runs_logs_in_the_demo_user_and_reuses_its_directory() {
     let info = wait_dev_json(dir.path(), &mut dev);
     for key in [
         "controller_url",
+        "gateway_url",
+        "dashboard_url",
+        "metrics_url",
         "admin_token",
         "user",
         "password",
         "totp_secret",
         "agent_dir",
+        "service",
+        "tcp_service",
     ] {
         assert!(info[key].is_string(), "dev.json lacks {key}: {info}");
     }
+    // Three logins, each needs a later TOTP step within ±1 of now.
     let t = now();
+    // The agent as the printed commands use it: login, connect, curl.
+    let agent_dir = info["agent_dir"].as_str().expect("agent_dir").to_owned();
+    let login = agent_cli(
+        &agent_dir,
+        &[
+            "login",
+            "--user",
+            "demo",
+            "--password-stdin",
+            "--totp",
+            &oathtool(info["totp_secret"].as_str().expect("secret"), t - 30),
+        ],
+        Some(info["password"].as_str().expect("password")),
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let port = free_port();
+    let _connect = connect(&agent_dir, "demo", port);
+    let echo = curl_json(port, "/hello", &[]);
+    assert_eq!(echo["headers"]["x-auth-user"], "demo");
+    assert_eq!(echo["path"], "/hello");
     let (status, body) = login_from_dev_json(&info, t).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"], "demo");

@@ -10,6 +10,7 @@ mod support;
 mod access;
 mod admin_api;
 mod cli;
+mod e2e;
 mod enrollment;
 mod login;
 mod multi_controller;

@@ -259,8 +259,7 @@ async fn ensure_device(
     controller: &umbra_controller::Controller,
 ) -> Result<String> {
     let dir = umbra_agent::dir::AgentDir::new(agent_dir);
-    if let (Ok(der), Ok(state)) = (dir.certificate(), dir.state())
-        && state.controller_url == url
+    if let (Ok(der), Ok(mut state)) = (dir.certificate(), dir.state())
         && let Ok(peer) = umbra_pki::PeerCertificate::parse(&der, controller.ca.trust_domain())
         && peer.not_after > clock.now() + 3600
     {
@@ -270,6 +269,13 @@ async fn ensure_device(
             .iter()
             .any(|d| d.id == peer.device_id && d.status == DeviceStatus::Approved)
         {
+            // The same device; the controller may listen on another port.
+            state.controller_url = url.to_owned();
+            umbra_agent::dir::write_file(
+                &dir.file("agent.json"),
+                &serde_json::to_string_pretty(&state)?,
+                false,
+            )?;
             return Ok(peer.device_id);
         }
     }
