@@ -618,3 +618,50 @@ async fn the_control_channel_resumes_after_a_sequence_number_or_resyncs_when_too
         .expect("response");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_renewed_gateway_certificate_replaces_the_old_one_everywhere() {
+    let rig = Rig::start().await;
+    let dir = rig._state.path().join("gw");
+    let old_cert = std::fs::read_to_string(dir.join("gateway.crt")).expect("cert");
+    let old_key = std::fs::read_to_string(dir.join("gateway.key")).expect("key");
+    let (not_before, not_after) = rig.gw.validity();
+    assert_eq!(
+        not_after - not_before,
+        30 * 86400 + 300,
+        "30 days (+ backdating)"
+    );
+    let serial = umbra_gateway::renew::renew(&rig.gw).await.expect("renew");
+    let gateways = rig.tc.admin_get("/api/v1/admin/gateways").await;
+    assert_eq!(gateways["items"][0]["certificate_serial"], serial.as_str());
+    assert_ne!(
+        std::fs::read_to_string(dir.join("gateway.crt")).expect("cert"),
+        old_cert,
+        "the renewed certificate is on disk"
+    );
+    // New handshakes get the new certificate, and traffic flows.
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The old certificate opens nothing at the controller any more.
+    let identity = Some((
+        vec![CertificateDer::from_pem_slice(old_cert.as_bytes()).expect("cert")],
+        PrivateKeyDer::from_pem_slice(old_key.as_bytes()).expect("key"),
+    ));
+    let tls = umbra_pki::tls::client_config(&rig.tc.ca(), identity).expect("tls");
+    let old = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let r = old
+        .get(format!("{}/api/v1/gateway/control", rig.tc.url))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    rig.tc
+        .wait_audit("gateway.authenticate", "gateway_certificate_superseded")
+        .await;
+    assert!(umbra_gateway::renew::renew_at(not_before, not_after) < not_after);
+}

@@ -253,6 +253,35 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
     assert_eq!(echo["headers"]["x-auth-user"], "alice");
     assert_eq!(echo["headers"]["x-auth-groups"], "eng");
     assert!(echo["headers"].get("x_auth_user").is_none());
+    // The device certificate renews over mTLS; the session bound to the
+    // old certificate goes with it, and a new login binds to the new one.
+    let out = agent_cli(agent, &["renew"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) = curl(local, "/orders/7", &[]);
+    assert_eq!(code, 401, "no session after renewal");
+    let out = agent_cli(
+        agent,
+        &[
+            "login",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--totp",
+            &oathtool(&secret, t + 30),
+        ],
+        Some(password),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo = curl_json(local, "/orders/7", &[]);
+    assert_eq!(echo["headers"]["x-auth-user"], "alice");
     let status = agent_cli(agent, &["status", "--json"], None);
     let status: Value = serde_json::from_slice(&status.stdout).expect("status json");
     let sid = status["session"]["id"]

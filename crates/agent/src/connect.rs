@@ -2,8 +2,11 @@
 //! requests go to the service's gateway over mTLS (the device certificate)
 //! with the session token, and whose responses come back unchanged.
 //!
-//! The session is re-read from the state directory for every request, so a
-//! new `umbra agent login` takes effect without restarting `connect`. The
+//! The session and the device certificate are re-read from the state
+//! directory for every request, so a new `umbra agent login` (or a renewed
+//! certificate, which gets a fresh connection pool: a token is bound to the
+//! certificate its connection presents) takes effect without restarting
+//! `connect`. The
 //! listener is meant for loopback: anything that can reach it acts with this
 //! device's session, like any local port-forward.
 
@@ -19,6 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use umbra_proto::control::ServiceAccess;
@@ -75,16 +79,7 @@ pub async fn run(
         .gateway_url
         .parse()
         .map_err(|e| AgentError::State(format!("gateway URL {:?}: {e}", access.gateway_url)))?;
-    let tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: Gateways = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(TokioTimer::new())
-        .build(https);
+    let client = Arc::new(Pools::new(&dir)?);
     let dir = Arc::new(dir);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -120,8 +115,53 @@ pub async fn run(
     }
 }
 
+/// The connection pool for the current device certificate.
+struct Pools {
+    current: std::sync::Mutex<(CertificateDer<'static>, Gateways)>,
+}
+
+fn pool(dir: &AgentDir) -> Result<(CertificateDer<'static>, Gateways), AgentError> {
+    let (chain, key) = dir.identity()?;
+    let cert = chain
+        .first()
+        .cloned()
+        .ok_or_else(|| AgentError::State("device.crt holds no certificate".into()))?;
+    let tls = umbra_pki::tls::client_config(&dir.ca()?, Some((chain, key)))?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(https);
+    Ok((cert, client))
+}
+
+impl Pools {
+    fn new(dir: &AgentDir) -> Result<Self, AgentError> {
+        Ok(Self {
+            current: std::sync::Mutex::new(pool(dir)?),
+        })
+    }
+
+    /// The pool for the certificate now on disk.
+    fn get(&self, dir: &AgentDir) -> Result<Gateways, AgentError> {
+        let on_disk = dir.certificate()?;
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != on_disk {
+            *current = pool(dir)?;
+        }
+        Ok(current.1.clone())
+    }
+}
+
 async fn forward(
-    client: &Gateways,
+    pools: &Pools,
     dir: &AgentDir,
     access: &ServiceAccess,
     gateway: &Uri,
@@ -135,6 +175,10 @@ async fn forward(
                 "not logged in; run `umbra agent login --user NAME`",
             );
         }
+    };
+    let client = match pools.get(dir) {
+        Ok(c) => c,
+        Err(e) => return local_error(StatusCode::UNAUTHORIZED, &e.to_string()),
     };
     let path = req
         .uri()

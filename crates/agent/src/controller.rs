@@ -130,7 +130,57 @@ fn mtls(dir: &AgentDir) -> Result<(reqwest::Client, AgentState), AgentError> {
     Ok((client(tls)?, state))
 }
 
+/// The device certificate's validity (Unix seconds).
+pub fn validity(dir: &AgentDir) -> Result<(i64, i64), AgentError> {
+    let cert = dir.certificate()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&cert)
+        .map_err(|e| AgentError::State(format!("device certificate: {e}")))?;
+    Ok((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
+}
+
+/// Renewal is due at two thirds of the certificate's life.
+pub fn renewal_due(dir: &AgentDir, now: i64) -> Result<bool, AgentError> {
+    let (not_before, not_after) = validity(dir)?;
+    Ok(now >= not_before + (not_after - not_before) * 2 / 3)
+}
+
+/// Renews the device certificate with a fresh key, over mTLS with the
+/// current one. The saved session is bound to the old certificate, so it
+/// is dropped: the next login binds to the new one.
+pub async fn renew(dir: &AgentDir) -> Result<EnrollResponse, AgentError> {
+    let (http, state) = mtls(dir)?;
+    let hostname = crate::device::local_posture(&state.device_id).hostname;
+    let key = crate::device::new_key_and_csr(&hostname)?;
+    let url = format!("{}/api/v1/devices/renew", state.controller_url);
+    let renewed: EnrollResponse = call(
+        &http,
+        reqwest::Method::POST,
+        &url,
+        None,
+        Some(&umbra_proto::api::RenewRequest {
+            csr_pem: key.csr_pem,
+        }),
+    )
+    .await?;
+    if renewed.device_id != state.device_id {
+        return Err(AgentError::State(format!(
+            "the controller renewed device {}, not {}",
+            renewed.device_id, state.device_id
+        )));
+    }
+    // Key first: a crash in between leaves the old certificate with a key
+    // that does not match it, which fails loudly, never silently.
+    write_file(&dir.file("device.key"), &key.key_pem, true)?;
+    write_file(&dir.file("device.crt"), &renewed.certificate_pem, false)?;
+    dir.clear_session()?;
+    Ok(renewed)
+}
+
 /// Logs `user` in with this device; the session is kept in `dir` (0600).
+/// A device certificate past two thirds of its life is renewed first.
 pub async fn login(
     dir: &AgentDir,
     user: &str,
@@ -138,6 +188,13 @@ pub async fn login(
     totp: Option<String>,
     recovery_code: Option<String>,
 ) -> Result<LoginResponse, AgentError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if renewal_due(dir, now)? {
+        let r = renew(dir).await?;
+        tracing::info!(serial = %r.serial, not_after = %r.not_after, "device certificate renewed");
+    }
     let (http, state) = mtls(dir)?;
     let url = format!("{}/api/v1/auth/login", state.controller_url);
     let request = LoginRequest {

@@ -87,7 +87,7 @@ pub async fn run(gw: std::sync::Arc<Gateway>, shutdown: tokio_util::sync::Cancel
                 records: pending.iter().take(n).cloned().collect(),
             };
             let sent = gw
-                .controller
+                .controller()
                 .post(&url)
                 .timeout(Duration::from_secs(10))
                 .json(&batch)

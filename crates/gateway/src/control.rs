@@ -55,7 +55,7 @@ pub async fn register(gw: &Gateway) -> Result<GatewayRegisterResponse, String> {
     };
     let url = format!("{}/api/v1/gateway/register", gw.config.controller_url);
     let resp = gw
-        .controller
+        .controller()
         .post(&url)
         .timeout(Duration::from_secs(15))
         .json(&body)
@@ -143,7 +143,7 @@ async fn session(gw: &Gateway, shutdown: &CancellationToken, snapshot: bool) -> 
     }
     let resp = tokio::select! {
         () = shutdown.cancelled() => return End::Shutdown,
-        r = gw.controller.get(&url).send() => r,
+        r = gw.controller().get(&url).send() => r,
     };
     let mut resp = match resp {
         Ok(r) if r.status().is_success() => r,

@@ -208,3 +208,47 @@ fn assertion_key(path: &Path) -> Result<AssertionKey, GatewayError> {
     jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
     Ok(AssertionKey { kid, encoding, jwk })
 }
+
+/// Writes a renewed key and certificate (key first: a crash in between
+/// leaves a key without its certificate, which the next renewal replaces,
+/// rather than a certificate without its key).
+pub fn store(dir: &Path, key_pem: &str, cert_pem: &str) -> Result<(), GatewayError> {
+    write_private(&dir.join(KEY_FILE), key_pem)?;
+    write_private(&dir.join(CERT_FILE), cert_pem)
+}
+
+/// The certificate the gateway serves, swappable while it runs.
+pub struct ServerCert(std::sync::RwLock<std::sync::Arc<rustls::sign::CertifiedKey>>);
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerCert")
+    }
+}
+
+impl ServerCert {
+    pub fn new(key: std::sync::Arc<rustls::sign::CertifiedKey>) -> Self {
+        Self(std::sync::RwLock::new(key))
+    }
+
+    pub fn replace(&self, key: std::sync::Arc<rustls::sign::CertifiedKey>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}

@@ -14,6 +14,7 @@
 //! - [`authn`]: client-certificate admission and session-token checks.
 //! - [`proxy`]: routing, authorization, header hygiene, forwarding.
 //! - [`path`], [`headers`]: path normalization and header sanitizing.
+//! - [`renew`]: certificate renewal at two thirds of its life.
 //! - [`assertion`]: the signed identity assertion for upstreams.
 //! - [`audit`]: access decisions, uploaded to the controller in batches.
 //! - [`server`]: the TLS accept loop.
@@ -29,6 +30,7 @@ pub mod headers;
 pub mod identity;
 pub mod path;
 pub mod proxy;
+pub mod renew;
 pub mod server;
 pub mod view;
 
@@ -63,8 +65,12 @@ pub struct Gateway {
     pub view: Arc<view::View>,
     pub audit: audit::AuditSink,
     pub assertions: assertion::AssertionSigner,
-    /// Talks to the controller with the gateway certificate.
-    pub controller: reqwest::Client,
+    /// Talks to the controller with the current gateway certificate.
+    controller: std::sync::RwLock<reqwest::Client>,
+    /// What the TLS listener serves (swapped on renewal).
+    pub server_cert: Arc<identity::ServerCert>,
+    /// The current certificate's validity (Unix seconds).
+    validity: std::sync::RwLock<(i64, i64)>,
     /// `iss` of session tokens, learned at registration.
     pub issuer: std::sync::RwLock<Option<String>>,
     /// Set when the controller revokes this gateway: it refuses everything.
@@ -87,19 +93,19 @@ impl Gateway {
         let identity = identity::load_or_enroll(&config).await?;
         let trust_domain = trust_domain_of(&identity)?;
         let peer = umbra_pki::GatewayCertificate::parse(&identity.cert, &trust_domain)?;
-        let chain = vec![identity.cert.clone()];
-        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8.to_vec().into());
-        let tls = umbra_pki::tls::client_config(&identity.ca, Some((chain, key)))?;
-        let controller = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(std::time::Duration::from_secs(10))
-            // The control channel is a long response: bound each read (the
-            // controller sends heartbeats), not the whole exchange.
-            .read_timeout(std::time::Duration::from_secs(
-                3 * umbra_proto::control::HEARTBEAT_SECS,
-            ))
-            .build()
-            .map_err(|e| GatewayError::Controller(e.to_string()))?;
+        let controller = controller_client(&identity.ca, &identity.cert, &identity.key_pkcs8)?;
+        let server_cert = Arc::new(identity::ServerCert::new(umbra_pki::tls::certified_key(
+            vec![identity.cert.clone()],
+            &identity.key_pkcs8,
+        )?));
+        let validity = validity_of(&identity.cert)?;
+        if validity.1 <= clock.now() {
+            return Err(GatewayError::Identity(format!(
+                "the gateway certificate in {} has expired; enroll the gateway again \
+                 (`umbra admin gateway add` gives a new token)",
+                config.state_dir.display()
+            )));
+        }
         let view = Arc::new(view::View::new(
             clock.clone(),
             config.max_staleness.as_secs() as i64,
@@ -118,7 +124,9 @@ impl Gateway {
             trust_domain,
             view,
             assertions,
-            controller,
+            controller: std::sync::RwLock::new(controller),
+            server_cert,
+            validity: std::sync::RwLock::new(validity),
             issuer: std::sync::RwLock::new(None),
             revoked: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -131,6 +139,70 @@ impl Gateway {
     pub fn now(&self) -> i64 {
         self.clock.now()
     }
+
+    /// A client for the controller presenting the current certificate.
+    pub fn controller(&self) -> reqwest::Client {
+        self.controller
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn validity(&self) -> (i64, i64) {
+        *self
+            .validity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts using a renewed certificate everywhere.
+    pub fn install(
+        &self,
+        cert: rustls_pki_types::CertificateDer<'static>,
+        key_pkcs8: &[u8],
+    ) -> Result<(), GatewayError> {
+        let client = controller_client(&self.identity.ca, &cert, key_pkcs8)?;
+        let validity = validity_of(&cert)?;
+        self.server_cert
+            .replace(umbra_pki::tls::certified_key(vec![cert], key_pkcs8)?);
+        *self
+            .controller
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+        *self
+            .validity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = validity;
+        Ok(())
+    }
+}
+
+fn controller_client(
+    ca: &rustls_pki_types::CertificateDer<'static>,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+    key_pkcs8: &[u8],
+) -> Result<reqwest::Client, GatewayError> {
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.to_vec().into());
+    let tls = umbra_pki::tls::client_config(ca, Some((vec![cert.clone()], key)))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        // The control channel is a long response: bound each read (the
+        // controller sends heartbeats), not the whole exchange.
+        .read_timeout(std::time::Duration::from_secs(
+            3 * umbra_proto::control::HEARTBEAT_SECS,
+        ))
+        .build()
+        .map_err(|e| GatewayError::Controller(e.to_string()))
+}
+
+fn validity_of(cert: &rustls_pki_types::CertificateDer<'_>) -> Result<(i64, i64), GatewayError> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| GatewayError::Identity(e.to_string()))?;
+    Ok((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
 }
 
 /// The trust domain is the one in the gateway's own SPIFFE ID.

@@ -48,8 +48,7 @@ pub async fn run(
     let time = Arc::new(umbra_pki::clock::ClockTime(gw.clock.clone()));
     let tls = umbra_pki::tls::strict_server_config(
         &gw.identity.ca,
-        vec![gw.identity.cert.clone()],
-        &gw.identity.key_pkcs8,
+        gw.server_cert.clone(),
         time,
         Arc::new(admission),
     )?;
@@ -58,6 +57,7 @@ pub async fn run(
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(crate::control::run(gw.clone(), shutdown.clone()));
     tasks.spawn(crate::audit::run(gw.clone(), shutdown.clone()));
+    tasks.spawn(crate::renew::run(gw.clone(), shutdown.clone()));
     let graceful = GracefulShutdown::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, name = gw.name(), "gateway listening (mTLS)");

@@ -129,12 +129,26 @@ impl rustls::server::danger::ClientCertVerifier for PolicyVerifier {
     }
 }
 
-/// A server that requires a client certificate from `ca` admitted by
-/// `policy` (the gateway's listener). HTTP/1.1 only: routing is by `Host`.
-pub fn strict_server_config(
-    ca: &CertificateDer<'static>,
+/// A certificate chain and its key, ready for a rustls certificate resolver.
+pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, PkiError> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
+}
+
+/// A server that requires a client certificate from `ca` admitted by
+/// `policy` (the gateway's listener), serving whatever certificate `cert`
+/// resolves to (so a renewed certificate takes effect without a restart).
+/// HTTP/1.1 only: routing is by `Host`.
+pub fn strict_server_config(
+    ca: &CertificateDer<'static>,
+    cert: Arc<dyn rustls::server::ResolvesServerCert>,
     time: Arc<dyn rustls::time_provider::TimeProvider>,
     policy: Arc<dyn ClientCertPolicy>,
 ) -> Result<ServerConfig, PkiError> {
@@ -142,13 +156,11 @@ pub fn strict_server_config(
         .build()
         .map_err(|e| PkiError::Tls(e.to_string()))?;
     let verifier = Arc::new(PolicyVerifier { inner, policy });
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
     let mut config = ServerConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| PkiError::Tls(e.to_string()))?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

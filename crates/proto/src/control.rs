@@ -30,6 +30,13 @@ pub struct GatewayEnrollResponse {
     pub expires_at: String,
 }
 
+/// `POST /api/v1/gateway/renew`, over mTLS with the current certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRenewRequest {
+    pub csr: String,
+}
+
 /// One route a gateway serves: requests for `host` under `path_prefix`
 /// belong to `service`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

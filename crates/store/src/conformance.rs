@@ -642,7 +642,29 @@ pub async fn services_and_gateways(store: &dyn Store) {
     assert_eq!(gw.status, GatewayStatus::Active);
     assert_eq!(gw.cert_serial.as_deref(), Some("aa"));
     assert_eq!(gw.routes, reg.routes);
+    assert!(
+        !store
+            .renew_gateway_certificate("gw1", "zz", "cc", NOW + 99, NOW + 3)
+            .await
+            .expect("stale"),
+        "only the current certificate renews"
+    );
+    assert!(
+        store
+            .renew_gateway_certificate("gw1", "aa", "cc", NOW + 99, NOW + 3)
+            .await
+            .expect("renew")
+    );
+    let gw = store.gateway("gw1").await.expect("read").expect("found");
+    assert_eq!(gw.cert_serial.as_deref(), Some("cc"));
     assert!(store.revoke_gateway("gw1", NOW + 4).await.expect("revoke"));
+    assert!(
+        !store
+            .renew_gateway_certificate("gw1", "cc", "dd", NOW + 99, NOW + 5)
+            .await
+            .expect("revoked"),
+        "a revoked gateway does not renew"
+    );
     assert!(!store.register_gateway("gw1", &reg).await.expect("revoked"));
     assert!(
         !store

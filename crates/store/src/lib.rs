@@ -174,6 +174,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records what an active gateway announces. False if not active.
     async fn register_gateway(&self, name: &str, reg: &GatewayRegistration) -> Result<bool>;
     async fn revoke_gateway(&self, name: &str, now: i64) -> Result<bool>;
+    /// Replaces an active gateway's certificate, if `old_serial` is still
+    /// its certificate (compare-and-set). Returns false when refused.
+    async fn renew_gateway_certificate(
+        &self,
+        name: &str,
+        old_serial: &str,
+        new_serial: &str,
+        not_after: i64,
+        now: i64,
+    ) -> Result<bool>;
 
     // ---- events for the gateways ------------------------------------------
     /// Appends an event and returns its sequence number. Numbers are

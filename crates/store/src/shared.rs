@@ -953,6 +953,28 @@ impl Store for $store {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn renew_gateway_certificate(
+        &self,
+        name: &str,
+        old_serial: &str,
+        new_serial: &str,
+        not_after: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE gateways SET cert_serial = $3, cert_not_after = $4, updated_at = $5 \
+             WHERE name = $1 AND cert_serial = $2 AND status = 'active'",
+        )
+        .bind(name)
+        .bind(old_serial)
+        .bind(new_serial)
+        .bind(not_after)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn append_event(&self, ts: i64, kind: &str, payload: &str) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("UPDATE event_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")

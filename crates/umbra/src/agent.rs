@@ -49,6 +49,8 @@ enum AgentCommand {
     Logout,
     /// The device, its certificate and the session.
     Status,
+    /// Renew the device certificate now (login also renews when it is due).
+    Renew,
     /// Forward a local port to SERVICE through its gateway.
     Connect {
         service: String,
@@ -147,6 +149,19 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Ok(())
         }
         AgentCommand::Status => status(&dir, json).await,
+        AgentCommand::Renew => {
+            let r = umbra_agent::controller::renew(&dir).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "device_id": r.device_id, "serial": r.serial, "not_after": r.not_after,
+                }));
+            }
+            println!(
+                "device {} renewed: serial {}, valid until {}; log in again",
+                r.device_id, r.serial, r.not_after
+            );
+            Ok(())
+        }
         AgentCommand::Connect { service, listen } => {
             let access = umbra_agent::connect::service_access(&dir, &service)?;
             let listener = tokio::net::TcpListener::bind(listen)

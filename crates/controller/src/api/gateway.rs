@@ -21,7 +21,7 @@ use umbra_pki::GatewayCertificate;
 use umbra_proto::ErrorCode;
 use umbra_proto::control::{
     AuditBatch, ControlFrame, GatewayEnrollRequest, GatewayEnrollResponse, GatewayRegisterRequest,
-    GatewayRegisterResponse, Grant, HEARTBEAT_SECS, RevocationLists, Snapshot,
+    GatewayRegisterResponse, GatewayRenewRequest, Grant, HEARTBEAT_SECS, RevocationLists, Snapshot,
 };
 use umbra_store::{
     AuditEvent, EnrollOutcome, GatewayRecord, GatewayRegistration, GatewayStatus, Outcome,
@@ -236,6 +236,69 @@ pub async fn register(
         name,
         trust_domain: c.ca.trust_domain().to_string(),
         token_issuer: c.signer.issuer().to_owned(),
+    }))
+}
+
+/// A new certificate for the gateway's current one (same name and SANs),
+/// over mTLS with the current certificate. The old certificate stops
+/// opening anything at the controller at once.
+pub async fn renew(
+    State(c): C,
+    gw: GatewayPeer,
+    ApiJson(req): ApiJson<GatewayRenewRequest>,
+) -> ApiResult<Json<GatewayEnrollResponse>> {
+    let name = gw.record.name.clone();
+    let resource = format!("gateway:{name}");
+    let now = c.now();
+    let issued = match c.ca.sign_gateway_csr(
+        &req.csr,
+        &name,
+        &gw.record.sans,
+        now,
+        GATEWAY_CERT_LIFETIME_SECS,
+    ) {
+        Ok(issued) => issued,
+        Err(e) => {
+            c.audit_denial(
+                &gw.ctx,
+                "gateway.renew",
+                &resource,
+                &format!("invalid_csr: {e}"),
+            )
+            .await;
+            return Err(Failure::new(ErrorCode::InvalidCsr, e.to_string()));
+        }
+    };
+    let old = gw.record.cert_serial.clone().unwrap_or_default();
+    if !c
+        .store
+        .renew_gateway_certificate(&name, &old, &issued.serial, issued.not_after, now)
+        .await?
+    {
+        c.audit_denial(
+            &gw.ctx,
+            "gateway.renew",
+            &resource,
+            "certificate_superseded",
+        )
+        .await;
+        return Err(Failure::auth());
+    }
+    c.audit_event(
+        &resource,
+        Some(gw.ctx.ip),
+        "gateway.renew",
+        &resource,
+        Outcome::Allow,
+        &format!("serial {} replaces {old}", issued.serial),
+        &gw.ctx.request_id,
+    )
+    .await?;
+    Ok(Json(GatewayEnrollResponse {
+        name,
+        certificate: issued.pem,
+        ca_certificate: c.ca.cert_pem().to_owned(),
+        expires_at: rfc3339(issued.not_after),
     }))
 }
 

@@ -45,6 +45,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/auth/session", get(auth::session))
         .route("/api/v1/gateways/enroll", post(gateway::enroll))
         .route("/api/v1/gateway/register", post(gateway::register))
+        .route("/api/v1/gateway/renew", post(gateway::renew))
         .route(umbra_proto::control::CONTROL_PATH, get(gateway::control))
         .route("/api/v1/gateway/audit", post(gateway::audit))
         .route("/api/v1/admin/bootstrap", post(admin::bootstrap))
