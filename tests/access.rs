@@ -421,6 +421,12 @@ async fn path_tricks_and_ungranted_services_get_the_same_refusal_as_nothing() {
             .0,
         400
     );
+    // An absolute-form target names the host (RFC 9112 3.2.2), not the
+    // Host header: no routing on one and forwarding for the other.
+    assert_eq!(rig.raw_get(d, "demo", "http://billing/admin").await.0, 404);
+    let (status, text) = rig.raw_get(d, "demo", "http://billing/v1/charges").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""host":"billing""#), "{text}");
     // `//` collapses; the upstream gets the normalized path.
     let (status, text) = rig.raw_get(d, "billing", "//v1//charges/./7").await;
     assert_eq!(status, 200, "{text}");

@@ -259,6 +259,9 @@ pub async fn handle(
     set("x-forwarded-for", &conn.addr.ip().to_string());
     set("x-forwarded-proto", "https");
     set("x-forwarded-host", &host);
+    // The upstream sees the host that was routed on, even when the client
+    // sent an absolute-form target naming another.
+    set("host", &host);
     set("x-request-id", &audit.request_id);
 
     let path_and_query = match req.uri().query() {

@@ -560,6 +560,25 @@ pub async fn audit_appends_in_order(store: &dyn Store) {
 }
 
 /// Runs each check on a fresh store from `make`.
+pub async fn audit_batches_append_together(store: &dyn Store) {
+    let event = |i: i64| AuditEvent {
+        ts: NOW + i,
+        actor: "gateway:gw1".into(),
+        source_ip: "127.0.0.1".into(),
+        action: "gateway.access".into(),
+        resource: format!("service:s{i}"),
+        outcome: Outcome::Allow,
+        reason: String::new(),
+        request_id: format!("r{i}"),
+    };
+    let batch: Vec<AuditEvent> = (0..50).map(event).collect();
+    store.append_audit_batch(&batch).await.expect("batch");
+    store.append_audit_batch(&[]).await.expect("empty batch");
+    let stored = store.audit_after(0, 100).await.expect("read");
+    assert_eq!(stored.len(), 50);
+    assert_eq!(stored[49].resource, "service:s49", "in order");
+}
+
 pub async fn services_and_gateways(store: &dyn Store) {
     let svc = ServiceRecord {
         name: "billing".into(),
@@ -772,6 +791,7 @@ macro_rules! suite {
             renewal_needs_a_live_certificate_and_device,
             recovery_codes_are_single_use_and_replaced_together,
             signing_keys_rotate_with_a_retirement_date, services_and_gateways,
+            audit_batches_append_together,
             events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters);
     };
     (@ $make:expr; $($name:ident),*) => {

@@ -200,6 +200,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- audit ----------------------------------------------------------------
     /// Appends a record; durable when this returns.
     async fn append_audit(&self, event: &AuditEvent) -> Result<i64>;
+    /// Appends records in one transaction (a group commit: one sync for the
+    /// batch); all durable when this returns.
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<()>;
     /// Records with id > `after`, oldest first, at most `limit`.
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>>;
 }

@@ -1082,6 +1082,28 @@ impl Store for $store {
         Ok(row.try_get("id")?)
     }
 
+    async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(e.ts)
+            .bind(&e.actor)
+            .bind(&e.source_ip)
+            .bind(&e.action)
+            .bind(&e.resource)
+            .bind(e.outcome.as_str())
+            .bind(&e.reason)
+            .bind(&e.request_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(after)

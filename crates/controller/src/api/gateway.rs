@@ -472,6 +472,7 @@ pub async fn audit(
         )));
     }
     let via = format!("gateway:{}", gw.record.name);
+    let mut events = Vec::with_capacity(batch.records.len());
     for r in &batch.records {
         let outcome = match r.outcome.as_str() {
             "allow" => Outcome::Allow,
@@ -489,7 +490,8 @@ pub async fn audit(
             reason: clip(&r.reason, 512),
             request_id: clip(&r.request_id, 64),
         };
-        c.store.append_audit(&event).await?;
+        events.push(event);
     }
+    c.store.append_audit_batch(&events).await?;
     Ok(Json(serde_json::json!({ "accepted": batch.records.len() })))
 }
