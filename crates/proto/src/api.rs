@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::PostureReport;
 
 /// A user's role. Admins may call `/api/v1/admin/…` from a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -24,14 +24,14 @@ impl Role {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Active,
     Suspended,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
     Pending,
@@ -41,7 +41,7 @@ pub enum DeviceStatus {
 
 // ---- users -----------------------------------------------------------------
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub name: String,
@@ -58,7 +58,7 @@ fn default_role() -> Role {
     Role::User
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -73,7 +73,7 @@ pub struct User {
 }
 
 /// TOTP provisioning material, shown once at creation or reset.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TotpProvisioning {
     /// Base32, no padding.
     pub secret: String,
@@ -83,7 +83,7 @@ pub struct TotpProvisioning {
     pub qr_svg: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserResponse {
     pub user: User,
     /// Present only when the controller generated the password.
@@ -92,7 +92,7 @@ pub struct CreateUserResponse {
     pub totp: TotpProvisioning,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResetTotpResponse {
     pub user: User,
     pub totp: TotpProvisioning,
@@ -100,7 +100,7 @@ pub struct ResetTotpResponse {
 
 // ---- enrollment ------------------------------------------------------------
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentTokenRequest {
     pub user: String,
@@ -109,7 +109,7 @@ pub struct CreateEnrollmentTokenRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentToken {
     /// `ue1.<ca-pin>.<secret>`: single use; the pin lets the agent trust the
     /// controller's CA before it has a certificate of its own.
@@ -118,7 +118,7 @@ pub struct EnrollmentToken {
     pub expires_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub token: String,
@@ -128,7 +128,7 @@ pub struct EnrollRequest {
     pub posture: PostureReport,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollResponse {
     pub device_id: String,
     pub spiffe_id: String,
@@ -141,7 +141,7 @@ pub struct EnrollResponse {
 
 /// `POST /api/v1/devices/renew`, over mTLS with the current certificate.
 /// The answer is an [`EnrollResponse`] for the same device.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// A CSR for the new certificate: a fresh key is recommended.
@@ -150,7 +150,7 @@ pub struct RenewRequest {
 
 // ---- devices and certificates ---------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Device {
     pub id: String,
     pub user: String,
@@ -164,7 +164,7 @@ pub struct Device {
 
 // ---- sessions --------------------------------------------------------------
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub user: String,
@@ -177,13 +177,13 @@ pub struct LoginRequest {
 }
 
 /// New one-time recovery codes, shown once; the previous set stops working.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     pub user: String,
     pub codes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoginResponse {
     pub session_id: String,
     /// The access token (JWT, ES256); verify it with `/.well-known/jwks.json`.
@@ -198,7 +198,7 @@ pub struct LoginResponse {
     pub services: Vec<crate::control::ServiceAccess>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub user: String,
@@ -215,7 +215,7 @@ pub struct Session {
 
 // ---- admin credentials -----------------------------------------------------
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminTokenRequest {
     pub name: String,
@@ -223,7 +223,7 @@ pub struct CreateAdminTokenRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AdminTokenResponse {
     pub id: String,
     pub name: String,
@@ -234,7 +234,7 @@ pub struct AdminTokenResponse {
 
 // ---- audit -----------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub timestamp: String,
@@ -250,18 +250,18 @@ pub struct AuditRecord {
 // ---- misc ------------------------------------------------------------------
 
 /// `{"items": [...]}`: listings are wrapped so they can grow paging fields.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct List<T> {
     pub items: Vec<T>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
 }
 
 /// `PUT /api/v1/admin/services/{name}`: who may reach the service.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutServiceRequest {
     #[serde(default)]
@@ -270,7 +270,7 @@ pub struct PutServiceRequest {
     pub allow_groups: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub name: String,
     pub allow_users: Vec<String>,
@@ -281,7 +281,7 @@ pub struct Service {
 }
 
 /// `POST /api/v1/admin/gateways`: a gateway and its one-time enrollment token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGatewayRequest {
     pub name: String,
@@ -291,14 +291,14 @@ pub struct CreateGatewayRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayToken {
     pub name: String,
     pub token: String,
     pub expires_at: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gateway {
     pub name: String,
     pub status: String,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Path of the control channel.
 pub const CONTROL_PATH: &str = "/api/v1/gateway/control";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayEnrollRequest {
     /// The one-time gateway token (`ug1.<CA pin>.<secret>`).
@@ -22,7 +22,7 @@ pub struct GatewayEnrollRequest {
     pub csr: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayEnrollResponse {
     pub name: String,
     pub certificate: String,
@@ -31,7 +31,7 @@ pub struct GatewayEnrollResponse {
 }
 
 /// `POST /api/v1/gateway/renew`, over mTLS with the current certificate.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRenewRequest {
     pub csr: String,
@@ -39,7 +39,7 @@ pub struct GatewayRenewRequest {
 
 /// One route a gateway serves: requests for `host` under `path_prefix`
 /// belong to `service`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub service: String,
@@ -47,7 +47,7 @@ pub struct Route {
     pub path_prefix: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRegisterRequest {
     /// Where agents reach this gateway (`https://host:port`).
@@ -57,7 +57,7 @@ pub struct GatewayRegisterRequest {
     pub assertion_jwk: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayRegisterResponse {
     pub name: String,
     pub trust_domain: String,
@@ -66,7 +66,7 @@ pub struct GatewayRegisterResponse {
 }
 
 /// Who may reach a service (until the policy engine replaces allow lists).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     pub service: String,
     pub allow_users: Vec<String>,
@@ -75,7 +75,7 @@ pub struct Grant {
 
 /// The deny lists: revoked sessions and certificates that have not yet
 /// expired, revoked devices, suspended users (by name).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevocationLists {
     pub sessions: Vec<String>,
     pub certificates: Vec<String>,
@@ -84,7 +84,7 @@ pub struct RevocationLists {
 }
 
 /// Everything a gateway needs to decide alone.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub revocations: RevocationLists,
     pub grants: Vec<Grant>,
@@ -94,7 +94,7 @@ pub struct Snapshot {
 
 /// A change, pushed as it happens. Unknown kinds (from a newer controller)
 /// make a gateway resynchronize rather than guess.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     SessionRevoked {
@@ -144,7 +144,7 @@ impl Event {
 }
 
 /// One line of the control channel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlFrame {
     /// Replace all state; later events follow from `seq`.
@@ -166,13 +166,13 @@ pub enum ControlFrame {
 pub const HEARTBEAT_SECS: u64 = 5;
 
 /// A batch of gateway access decisions for the audit trail.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditBatch {
     pub records: Vec<GatewayAuditRecord>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayAuditRecord {
     pub ts: i64,
@@ -187,7 +187,7 @@ pub struct GatewayAuditRecord {
 }
 
 /// A service the session may reach, and where.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceAccess {
     pub name: String,
     pub gateway_url: String,

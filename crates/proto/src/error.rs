@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Every error code the API returns. `as_str` is the wire form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not JSON, or not the JSON this endpoint expects.
@@ -85,7 +85,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// The error object inside the envelope.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -94,7 +94,7 @@ pub struct ApiError {
 }
 
 /// `{"error": ApiError}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ApiError,
 }

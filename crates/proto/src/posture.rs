@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the agent reports about its device. The controller stores it as given
 /// and scores it; it is a claim by the device, not an attestation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostureReport {
     pub device_id: String,

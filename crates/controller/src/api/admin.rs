@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use super::guard::Admin;
 use super::{ApiJson, ApiQuery, valid_name};
+use crate::api::openapi::{ApiErrors, UserActionResult};
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
@@ -108,6 +109,7 @@ async fn user_named(c: &Controller, name: &str) -> ApiResult<UserRecord> {
 // ---- bootstrap ---------------------------------------------------------------
 
 /// Exchanges the one-time bootstrap credential for an API admin token.
+#[utoipa::path(post, path = "/api/v1/admin/bootstrap", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "An admin token for the one-time bootstrap credential", body = AdminTokenResponse), ApiErrors))]
 pub async fn bootstrap(State(c): C, ctx: RequestContext) -> ApiResult<Json<AdminTokenResponse>> {
     let refuse = |reason: &'static str| {
         let (c, ctx) = (c.clone(), ctx.clone());
@@ -177,6 +179,7 @@ pub async fn bootstrap(State(c): C, ctx: RequestContext) -> ApiResult<Json<Admin
 
 // ---- users -------------------------------------------------------------------
 
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin", request_body = CreateUserRequest, security(("bearer" = [])), responses((status = 200, description = "The user, a generated password if none was given, and TOTP provisioning", body = CreateUserResponse), ApiErrors))]
 pub async fn create_user(
     State(c): C,
     admin: Admin,
@@ -247,6 +250,7 @@ pub async fn create_user(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "All users", body = List<User>), ApiErrors))]
 pub async fn list_users(State(c): C, _admin: Admin) -> ApiResult<Json<List<User>>> {
     let now = c.now();
     let items = c
@@ -259,6 +263,7 @@ pub async fn list_users(State(c): C, _admin: Admin) -> ApiResult<Json<List<User>
     Ok(Json(List { items }))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/users/{name}", tag = "admin", params(("name" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "The user", body = User), ApiErrors))]
 pub async fn get_user(
     State(c): C,
     _admin: Admin,
@@ -268,6 +273,7 @@ pub async fn get_user(
 }
 
 /// `suspend`, `resume`, `unlock`, `reset-totp` or `recovery-codes`.
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/{action}", tag = "admin", params(("name" = String, Path), ("action" = String, Path, description = "suspend, resume, unlock, reset-totp or recovery-codes")), security(("bearer" = [])), responses((status = 200, description = "The user; with reset-totp also the new TOTP provisioning; with recovery-codes the new codes", body = UserActionResult), ApiErrors))]
 pub async fn user_action(
     State(c): C,
     admin: Admin,
@@ -349,6 +355,7 @@ pub async fn user_action(
 
 // ---- enrollment tokens ---------------------------------------------------------
 
+#[utoipa::path(post, path = "/api/v1/admin/enrollment-tokens", tag = "admin", request_body = CreateEnrollmentTokenRequest, security(("bearer" = [])), responses((status = 200, description = "A one-time enrollment token", body = EnrollmentToken), ApiErrors))]
 pub async fn create_enrollment_token(
     State(c): C,
     admin: Admin,
@@ -396,6 +403,7 @@ pub async fn create_enrollment_token(
 
 // ---- devices and certificates ------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/admin/devices", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "All devices", body = List<Device>), ApiErrors))]
 pub async fn list_devices(State(c): C, _admin: Admin) -> ApiResult<Json<List<Device>>> {
     let items = c
         .store
@@ -408,6 +416,7 @@ pub async fn list_devices(State(c): C, _admin: Admin) -> ApiResult<Json<List<Dev
 }
 
 /// `approve` or `revoke`.
+#[utoipa::path(post, path = "/api/v1/admin/devices/{id}/{action}", tag = "admin", params(("id" = String, Path), ("action" = String, Path, description = "approve or revoke")), security(("bearer" = [])), responses((status = 200, description = "The device", body = Device), ApiErrors))]
 pub async fn device_action(
     State(c): C,
     admin: Admin,
@@ -446,13 +455,15 @@ pub async fn device_action(
     Ok(Json(device_view(&device, &c)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RevokeBody {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/certificates/{serial}/revoke", tag = "admin", params(("serial" = String, Path), RevokeBody), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = Object), ApiErrors))]
 pub async fn revoke_certificate(
     State(c): C,
     admin: Admin,
@@ -493,12 +504,14 @@ pub async fn revoke_certificate(
 
 // ---- sessions -------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionQuery {
     #[serde(default)]
     pub all: bool,
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", params(SessionQuery), security(("bearer" = [])), responses((status = 200, description = "Live sessions (all with all=true)", body = List<Session>), ApiErrors))]
 pub async fn list_sessions(
     State(c): C,
     _admin: Admin,
@@ -515,6 +528,7 @@ pub async fn list_sessions(
     Ok(Json(List { items }))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/sessions/{id}/revoke", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "The revoked session", body = Session), ApiErrors))]
 pub async fn revoke_session(
     State(c): C,
     admin: Admin,
@@ -540,6 +554,7 @@ pub async fn revoke_session(
 
 // ---- admin credentials ------------------------------------------------------------------
 
+#[utoipa::path(post, path = "/api/v1/admin/tokens", tag = "admin", request_body = CreateAdminTokenRequest, security(("bearer" = [])), responses((status = 200, description = "A new admin token (shown once)", body = AdminTokenResponse), ApiErrors))]
 pub async fn create_admin_token(
     State(c): C,
     admin: Admin,
@@ -574,6 +589,7 @@ pub async fn create_admin_token(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/tokens", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Admin credentials (never their secrets)", body = Object), ApiErrors))]
 pub async fn list_admin_tokens(State(c): C, _admin: Admin) -> ApiResult<Json<serde_json::Value>> {
     let items: Vec<_> = c
         .store
@@ -591,6 +607,7 @@ pub async fn list_admin_tokens(State(c): C, _admin: Admin) -> ApiResult<Json<ser
     Ok(Json(serde_json::json!({ "items": items })))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/tokens/{id}/revoke", tag = "admin", params(("id" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = Object), ApiErrors))]
 pub async fn revoke_admin_token(
     State(c): C,
     admin: Admin,
@@ -611,13 +628,15 @@ pub async fn revoke_admin_token(
 
 // ---- audit --------------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     #[serde(default)]
     pub after: i64,
     pub limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])), responses((status = 200, description = "Audit records after the given id, oldest first", body = List<AuditRecord>), ApiErrors))]
 pub async fn audit(
     State(c): C,
     _admin: Admin,
@@ -648,6 +667,7 @@ pub async fn audit(
 
 /// Starts signing session tokens with a new key; the old keys stay in the
 /// JWKS and keep verifying until every token they signed has expired.
+#[utoipa::path(post, path = "/api/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "The new key id and when the old keys retire", body = Object), ApiErrors))]
 pub async fn rotate_signing_key(State(c): C, admin: Admin) -> ApiResult<Json<serde_json::Value>> {
     let (kid, retire_at) = c.rotate_signing_key().await?;
     admin
@@ -681,6 +701,7 @@ fn service_view(s: &ServiceRecord, gateways: &[GatewayRecord]) -> Service {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/services", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Services and their allow lists", body = List<Service>), ApiErrors))]
 pub async fn list_services(State(c): C, _admin: Admin) -> ApiResult<Json<List<Service>>> {
     let gateways = c.store.list_gateways().await?;
     let items = c
@@ -693,6 +714,7 @@ pub async fn list_services(State(c): C, _admin: Admin) -> ApiResult<Json<List<Se
     Ok(Json(List { items }))
 }
 
+#[utoipa::path(put, path = "/api/v1/admin/services/{name}", tag = "admin", params(("name" = String, Path)), request_body = PutServiceRequest, security(("bearer" = [])), responses((status = 200, description = "The service", body = Service), ApiErrors))]
 pub async fn put_service(
     State(c): C,
     admin: Admin,
@@ -747,6 +769,7 @@ pub async fn put_service(
     Ok(Json(service_view(&record, &gateways)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/services/{name}", tag = "admin", params(("name" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Object), ApiErrors))]
 pub async fn delete_service(
     State(c): C,
     admin: Admin,
@@ -789,6 +812,7 @@ fn gateway_view(g: &GatewayRecord) -> Gateway {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/gateways", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "All gateways", body = List<Gateway>), ApiErrors))]
 pub async fn list_gateways(State(c): C, _admin: Admin) -> ApiResult<Json<List<Gateway>>> {
     let items = c
         .store
@@ -814,6 +838,7 @@ fn valid_san(san: &str) -> bool {
             }))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/gateways", tag = "admin", request_body = CreateGatewayRequest, security(("bearer" = [])), responses((status = 200, description = "A one-time gateway enrollment token", body = GatewayToken), ApiErrors))]
 pub async fn create_gateway(
     State(c): C,
     admin: Admin,
@@ -869,6 +894,7 @@ pub async fn create_gateway(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/gateways/{name}/revoke", tag = "admin", params(("name" = String, Path)), security(("bearer" = [])), responses((status = 200, description = "The revoked gateway", body = Gateway), ApiErrors))]
 pub async fn revoke_gateway(
     State(c): C,
     admin: Admin,

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use super::ApiJson;
 use super::guard::verify_session;
+use crate::api::openapi::ApiErrors;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
@@ -42,6 +43,7 @@ fn deny(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "sessions", request_body = LoginRequest, security(("mtls" = [])), responses((status = 200, description = "A session bound to the device certificate", body = LoginResponse), ApiErrors))]
 pub async fn login(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,
@@ -320,6 +322,7 @@ async fn login_inner(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "sessions", security(("mtls" = [], "bearer" = [])), responses((status = 200, description = "The ended session", body = Session), ApiErrors))]
 pub async fn logout(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,
@@ -353,6 +356,7 @@ pub async fn logout(
     Ok(Json(session_view(&s)))
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/session", tag = "sessions", security(("mtls" = [], "bearer" = [])), responses((status = 200, description = "The live session", body = Session), ApiErrors))]
 pub async fn session(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,

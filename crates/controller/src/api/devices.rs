@@ -15,10 +15,12 @@ use umbra_store::{CertificateRecord, Outcome};
 
 use super::ApiJson;
 use crate::Controller;
+use crate::api::openapi::ApiErrors;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
 
+#[utoipa::path(post, path = "/api/v1/devices/renew", tag = "devices", request_body = RenewRequest, security(("mtls" = [])), responses((status = 200, description = "A renewed device certificate", body = EnrollResponse), ApiErrors))]
 pub async fn renew(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,

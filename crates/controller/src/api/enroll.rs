@@ -15,11 +15,13 @@ use umbra_proto::api::{DeviceStatus, EnrollRequest, EnrollResponse, UserStatus};
 use umbra_store::{CertificateRecord, EnrollOutcome, NewDevice, Outcome};
 
 use super::ApiJson;
+use crate::api::openapi::ApiErrors;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
 use crate::{Controller, secrets};
 
+#[utoipa::path(post, path = "/api/v1/enroll", tag = "devices", request_body = EnrollRequest, responses((status = 200, description = "Enrolled: the device certificate", body = EnrollResponse), ApiErrors))]
 pub async fn enroll(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,

@@ -29,6 +29,7 @@ use umbra_store::{
 };
 
 use super::{ApiJson, ApiQuery};
+use crate::api::openapi::ApiErrors;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
@@ -43,6 +44,7 @@ pub const GATEWAY_CERT_LIFETIME_SECS: i64 = 30 * 86400;
 const MAX_ROUTES: usize = 256;
 const MAX_AUDIT_BATCH: usize = 1000;
 
+#[utoipa::path(post, path = "/api/v1/gateways/enroll", tag = "gateways", request_body = GatewayEnrollRequest, responses((status = 200, description = "The gateway certificate", body = GatewayEnrollResponse), ApiErrors))]
 pub async fn enroll(
     State(c): C,
     ctx: RequestContext,
@@ -172,6 +174,7 @@ async fn check_gateway(c: &Controller, ctx: &RequestContext) -> Result<GatewayRe
     Ok(record)
 }
 
+#[utoipa::path(post, path = "/api/v1/gateway/register", tag = "gateways", request_body = GatewayRegisterRequest, security(("mtls" = [])), responses((status = 200, description = "Registered", body = GatewayRegisterResponse), ApiErrors))]
 pub async fn register(
     State(c): C,
     gw: GatewayPeer,
@@ -242,6 +245,7 @@ pub async fn register(
 /// A new certificate for the gateway's current one (same name and SANs),
 /// over mTLS with the current certificate. The old certificate stops
 /// opening anything at the controller at once.
+#[utoipa::path(post, path = "/api/v1/gateway/renew", tag = "gateways", request_body = GatewayRenewRequest, security(("mtls" = [])), responses((status = 200, description = "A renewed gateway certificate", body = GatewayEnrollResponse), ApiErrors))]
 pub async fn renew(
     State(c): C,
     gw: GatewayPeer,
@@ -302,8 +306,9 @@ pub async fn renew(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ControlQuery {
     /// The last sequence number the gateway applied.
     after: Option<i64>,
@@ -311,6 +316,7 @@ pub struct ControlQuery {
 
 /// The control channel: newline-delimited [`ControlFrame`]s until either
 /// side goes away.
+#[utoipa::path(get, path = "/api/v1/gateway/control", tag = "gateways", params(ControlQuery), security(("mtls" = [])), responses((status = 200, description = "A long-lived stream of newline-delimited ControlFrame JSON objects", content_type = "application/x-ndjson", body = ControlFrame), ApiErrors))]
 pub async fn control(
     State(c): C,
     gw: GatewayPeer,
@@ -461,6 +467,7 @@ async fn snapshot(c: &Controller) -> Result<Snapshot, umbra_store::StoreError> {
 }
 
 /// A gateway's batch of access decisions, appended to the audit trail.
+#[utoipa::path(post, path = "/api/v1/gateway/audit", tag = "gateways", request_body = AuditBatch, security(("mtls" = [])), responses((status = 200, description = "Accepted", body = Object), ApiErrors))]
 pub async fn audit(
     State(c): C,
     gw: GatewayPeer,

@@ -15,6 +15,7 @@ mod devices;
 mod enroll;
 mod gateway;
 mod guard;
+pub mod openapi;
 mod public;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
         .route("/.well-known/jwks.json", get(public::jwks))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/ca", get(public::ca))
         .route("/api/v1/enroll", post(enroll::enroll))
         .route("/api/v1/devices/renew", post(devices::renew))

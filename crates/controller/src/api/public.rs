@@ -9,7 +9,9 @@ use umbra_proto::api::Health;
 
 use crate::Controller;
 use crate::error::Failure;
+use umbra_proto::ErrorBody;
 
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -17,6 +19,7 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Ready when the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Ready: the store answers", body = Health), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
 pub async fn readyz(State(c): State<Arc<Controller>>) -> Response {
     match c.store.ping().await {
         Ok(()) => Json(Health {
@@ -34,6 +37,7 @@ pub async fn readyz(State(c): State<Arc<Controller>>) -> Response {
 /// upstream needs to check `X-Umbra-Jwt-Assertion`. Only the session keys
 /// verify session tokens (the controller and the gateways never take keys
 /// from this document).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "public", responses((status = 200, description = "Session-token keys and the active gateways' assertion keys (RFC 7517 JWK set)", body = Object), (status = 503, description = "The store is unavailable", body = ErrorBody)))]
 pub async fn jwks(State(c): State<Arc<Controller>>) -> Response {
     let mut set = c.signer.jwks(c.now());
     match c.store.list_gateways().await {
@@ -56,6 +60,7 @@ pub async fn jwks(State(c): State<Arc<Controller>>) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/api/v1/ca", tag = "public", responses((status = 200, description = "The Umbra CA certificate (PEM)", content_type = "application/x-pem-file", body = String)))]
 pub async fn ca(State(c): State<Arc<Controller>>) -> Response {
     (
         [(http::header::CONTENT_TYPE, "application/x-pem-file")],
