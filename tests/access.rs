@@ -343,9 +343,8 @@ async fn certificates_that_are_missing_foreign_or_revoked_never_complete_the_han
         .send()
         .await;
     assert!(r.is_err(), "revoked certificate: handshake refused");
-    rig.tc
-        .wait_audit("tls.handshake", "certificate_revoked")
-        .await;
+    let refused = rig.tc.wait_audit("tls.handshake", "Revoked").await;
+    assert_eq!(refused["source_ip"], "127.0.0.1", "{refused}");
 }
 
 #[tokio::test]
@@ -462,6 +461,18 @@ async fn a_suspended_users_next_request_is_refused() {
         .get(&rig.device, "demo", "/", Some(&rig.token), &[])
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Resuming the user does not revive the sessions the suspension ended.
+    rig.tc
+        .admin_post("/api/v1/admin/users/alice/resume", json!({}))
+        .await;
+    eventually("resume pushed", Duration::from_secs(5), || {
+        !view.read().users.contains("alice")
+    })
+    .await;
+    let (status, _) = rig
+        .get(&rig.device, "demo", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token stays dead");
 }
 
 #[tokio::test]
@@ -615,6 +626,30 @@ async fn the_control_channel_resumes_after_a_sequence_number_or_resyncs_when_too
     }
     assert!(pruned, "a gateway behind the retained log gets a snapshot");
 
+    // A gateway registers its assertion key only under its own key id: it
+    // cannot take over another gateway's or the controller's.
+    let (_, jwks) = rig.tc.public().get("/.well-known/jwks.json", None).await;
+    let mut jwk = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| {
+            k["kid"]
+                .as_str()
+                .is_some_and(|kid| kid.starts_with("gw-gw1-"))
+        })
+        .expect("the gateway's key, named for it")
+        .clone();
+    let controller_kid = jwks["keys"][0]["kid"].clone();
+    jwk["kid"] = controller_kid;
+    let r = gateway
+        .post(format!("{}/api/v1/gateway/register", rig.tc.url))
+        .json(&json!({ "url": rig.gw_url, "routes": [], "assertion_jwk": jwk }))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
     // Only a gateway certificate opens the channel; a device's does not.
     let device = rig.client(Some(&rig.device));
     let r = device
@@ -670,4 +705,38 @@ async fn a_renewed_gateway_certificate_replaces_the_old_one_everywhere() {
         .wait_audit("gateway.authenticate", "gateway_certificate_superseded")
         .await;
     assert!(umbra_gateway::renew::renew_at(not_before, not_after) < not_after);
+}
+
+#[tokio::test]
+async fn refusals_are_in_the_audit_trail_before_the_response_even_in_a_burst_of_large_ones() {
+    let rig = Rig::start().await;
+    let client = rig.client(Some(&rig.device));
+    let long = "x".repeat(4000);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let req = client
+            .get(format!("{}/{long}/{i}", rig.gw_url))
+            .header("host", "nothing")
+            .bearer_auth(&rig.token);
+        tasks.push(tokio::spawn(async move {
+            req.send().await.expect("request").status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::NOT_FOUND);
+    }
+    // No waiting: each refusal was stored before it was answered.
+    let denied = rig
+        .tc
+        .audit("gateway.access")
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["outcome"] == "deny"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("no_route"))
+        })
+        .count();
+    assert_eq!(denied, 60);
 }

@@ -171,8 +171,9 @@ pub async fn renew(dir: &AgentDir) -> Result<EnrollResponse, AgentError> {
             renewed.device_id, state.device_id
         )));
     }
-    // Key first: a crash in between leaves the old certificate with a key
-    // that does not match it, which fails loudly, never silently.
+    // Each file is replaced atomically; a crash between the two leaves a
+    // pair that fails the next handshake loudly (enroll again), never a
+    // device that silently presents someone else's identity.
     write_file(&dir.file("device.key"), &key.key_pem, true)?;
     write_file(&dir.file("device.crt"), &renewed.certificate_pem, false)?;
     dir.clear_session()?;

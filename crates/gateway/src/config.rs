@@ -68,12 +68,33 @@ pub struct Route {
     pub upstream: http::uri::Authority,
 }
 
+pub enum TokenSource {
+    Inline(zeroize::Zeroizing<String>),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    pub fn read(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        match self {
+            Self::Inline(t) => Ok(t.clone()),
+            Self::File(p) => std::fs::read_to_string(p)
+                .map(|t| zeroize::Zeroizing::new(t.trim().to_owned()))
+                .map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                }),
+        }
+    }
+}
+
 pub struct Config {
     pub controller_url: String,
     pub listen: SocketAddr,
     pub public_url: String,
     pub state_dir: PathBuf,
-    pub enrollment_token: Option<zeroize::Zeroizing<String>>,
+    /// Where the one-time token comes from; read only when enrolling, so a
+    /// spent token file may be deleted afterwards.
+    pub enrollment_token: Option<TokenSource>,
     /// How long the gateway keeps deciding on its own when the control
     /// channel is down; after that it refuses everything (fail closed).
     pub max_staleness: Duration,
@@ -150,13 +171,10 @@ impl RawConfig {
                     "set enrollment_token or enrollment_token_file, not both",
                 ));
             }
-            (Some(t), None) => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
-            (None, Some(p)) => Some(zeroize::Zeroizing::new(
-                std::fs::read_to_string(&p)
-                    .map_err(|source| ConfigError::Read { path: p, source })?
-                    .trim()
-                    .to_owned(),
-            )),
+            (Some(t), None) => Some(TokenSource::Inline(zeroize::Zeroizing::new(
+                t.trim().to_owned(),
+            ))),
+            (None, Some(p)) => Some(TokenSource::File(p)),
             (None, None) => None,
         };
         let max_staleness = self.max_staleness_seconds.unwrap_or(60);
@@ -192,6 +210,15 @@ impl RawConfig {
             let prefix = path::normalize_prefix(r.path_prefix.as_deref().unwrap_or("/"))
                 .map_err(|e| invalid(key("path_prefix"), e.to_string()))?;
             let upstream = parse_upstream(&r.upstream).map_err(|m| invalid(key("upstream"), m))?;
+            if routes
+                .iter()
+                .any(|o: &Route| o.host == host && o.path_prefix == prefix)
+            {
+                return Err(invalid(
+                    key("path_prefix"),
+                    format!("{host}{prefix} is already routed by an earlier route"),
+                ));
+            }
             routes.push(Route {
                 service: r.service,
                 host,
@@ -272,6 +299,11 @@ upstream = "http://127.0.0.1:8081"
                 "routes[0].path_prefix",
             ),
             ("state_dir", "bogus = 1\nstate_dir", "unknown field"),
+            (
+                "[[routes]]",
+                "[[routes]]\nservice = \"other\"\npath_prefix = \"/v1/charges\"\nhost = \"billing\"\nupstream = \"http://127.0.0.1:1\"\n[[routes]]",
+                "routes[1].path_prefix",
+            ),
         ];
         for (from, to, expect) in cases {
             let text = BASE.replace(from, to);

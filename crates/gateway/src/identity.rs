@@ -90,14 +90,17 @@ pub async fn load_or_enroll(config: &Config) -> Result<Identity, GatewayError> {
         .map_err(io(dir))?;
     let cert_path = dir.join(CERT_FILE);
     if !cert_path.exists() {
-        let token = config.enrollment_token.as_ref().ok_or_else(|| {
+        let source = config.enrollment_token.as_ref().ok_or_else(|| {
             GatewayError::Identity(format!(
                 "{} has no certificate and no enrollment_token is configured; \
                  create one with `umbra admin gateway add NAME --san HOST`",
                 dir.display()
             ))
         })?;
-        enroll(config, token).await?;
+        let token = source
+            .read()
+            .map_err(|e| GatewayError::Identity(e.to_string()))?;
+        enroll(config, &token).await?;
     }
     let key_path = dir.join(KEY_FILE);
     let key_pem = Zeroizing::new(std::fs::read_to_string(&key_path).map_err(io(&key_path))?);
@@ -108,7 +111,9 @@ pub async fn load_or_enroll(config: &Config) -> Result<Identity, GatewayError> {
     let ca_path = dir.join(CA_FILE);
     let ca = CertificateDer::from_pem_file(&ca_path)
         .map_err(|e| GatewayError::Identity(format!("{}: {e}", ca_path.display())))?;
-    let assertion = assertion_key(&dir.join(ASSERTION_KEY_FILE))?;
+    let name = gateway_name(&cert)?;
+    let assertion = assertion_key(&dir.join(ASSERTION_KEY_FILE), &name)?;
+    check_key_matches(&cert, &key_pkcs8, &key_path)?;
     Ok(Identity {
         cert,
         cert_pem,
@@ -183,7 +188,7 @@ async fn enroll(config: &Config, token: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn assertion_key(path: &Path) -> Result<AssertionKey, GatewayError> {
+fn assertion_key(path: &Path, name: &str) -> Result<AssertionKey, GatewayError> {
     let pem = if path.exists() {
         Zeroizing::new(std::fs::read_to_string(path).map_err(io(path))?)
     } else {
@@ -196,10 +201,7 @@ fn assertion_key(path: &Path) -> Result<AssertionKey, GatewayError> {
     let pkcs8 = key_pem_to_pkcs8(&pem, path)?;
     let key = rcgen::KeyPair::try_from(pkcs8.as_slice())
         .map_err(|e| GatewayError::Identity(e.to_string()))?;
-    let kid = format!(
-        "gw-{}",
-        hex::encode(&sha2::Sha256::digest(key.public_key_raw())[..8])
-    );
+    let kid = assertion_kid(name, key.public_key_raw());
     let encoding = EncodingKey::from_ec_der(&pkcs8);
     let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256)
         .map_err(|e| GatewayError::Identity(e.to_string()))?;
@@ -209,9 +211,9 @@ fn assertion_key(path: &Path) -> Result<AssertionKey, GatewayError> {
     Ok(AssertionKey { kid, encoding, jwk })
 }
 
-/// Writes a renewed key and certificate (key first: a crash in between
-/// leaves a key without its certificate, which the next renewal replaces,
-/// rather than a certificate without its key).
+/// Writes a renewed key and certificate, each atomically. A crash between
+/// the two leaves a pair that does not match; the next start detects it
+/// and says to enroll again, rather than serving a broken identity.
 pub fn store(dir: &Path, key_pem: &str, cert_pem: &str) -> Result<(), GatewayError> {
     write_private(&dir.join(KEY_FILE), key_pem)?;
     write_private(&dir.join(CERT_FILE), cert_pem)
@@ -251,4 +253,55 @@ impl rustls::server::ResolvesServerCert for ServerCert {
                 .clone(),
         )
     }
+}
+
+/// `gw-<gateway>-<hash of the public key>`: the controller registers a key
+/// only under this id, so the id says which gateway a key belongs to (an
+/// upstream can match it with the assertion's `iss`) and cannot collide
+/// with another gateway's or the controller's keys.
+pub fn assertion_kid(gateway: &str, public_key_raw: &[u8]) -> String {
+    format!(
+        "gw-{gateway}-{}",
+        hex::encode(&sha2::Sha256::digest(public_key_raw)[..8])
+    )
+}
+
+/// The gateway name in the certificate's SPIFFE ID.
+fn gateway_name(cert: &CertificateDer<'_>) -> Result<String, GatewayError> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| GatewayError::Identity(e.to_string()))?;
+    c.subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => {
+                    u.rsplit_once("/gateway/").map(|(_, name)| name.to_owned())
+                }
+                _ => None,
+            })
+        })
+        .ok_or_else(|| GatewayError::Identity("the certificate is not a gateway's".into()))
+}
+
+/// A key and certificate that do not belong together (an interrupted
+/// renewal, a hand-edited directory) would fail every handshake later;
+/// refuse to start instead, saying what to do.
+fn check_key_matches(
+    cert: &CertificateDer<'_>,
+    key_pkcs8: &[u8],
+    key_path: &Path,
+) -> Result<(), GatewayError> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| GatewayError::Identity(e.to_string()))?;
+    let key =
+        rcgen::KeyPair::try_from(key_pkcs8).map_err(|e| GatewayError::Identity(e.to_string()))?;
+    if c.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(GatewayError::Identity(format!(
+            "{} does not match the gateway certificate; enroll the gateway again \
+             (`umbra admin gateway add NAME --san HOST` gives a new token)",
+            key_path.display()
+        )));
+    }
+    Ok(())
 }

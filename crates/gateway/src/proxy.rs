@@ -84,8 +84,8 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
-    fn record(&self, outcome: &str, reason: &str) {
-        self.gw.audit.record(GatewayAuditRecord {
+    fn entry(&self, outcome: &str, reason: &str) -> GatewayAuditRecord {
+        GatewayAuditRecord {
             ts: self.gw.now(),
             actor: self.actor.clone(),
             source_ip: self.conn.addr.ip().to_string(),
@@ -94,11 +94,20 @@ impl Audit<'_> {
             outcome: outcome.into(),
             reason: reason.into(),
             request_id: self.request_id.clone(),
-        });
+        }
     }
 
-    fn deny(&self, reason: &str, code: ErrorCode, message: &str) -> Response<Body> {
-        self.record("deny", reason);
+    /// Allowed requests are recorded in batches.
+    fn record(&self, outcome: &str, reason: &str) {
+        self.gw.audit.record(self.entry(outcome, reason));
+    }
+
+    /// A refusal is durable before it is sent.
+    async fn deny(&self, reason: &str, code: ErrorCode, message: &str) -> Response<Body> {
+        self.gw
+            .audit
+            .record_durable(self.entry("deny", reason))
+            .await;
         refusal(code, message, &self.request_id)
     }
 }
@@ -149,17 +158,22 @@ pub async fn handle(
         actor: format!("device:{}", conn.peer.device_id),
     };
     if gw.revoked.load(Ordering::SeqCst) {
-        return audit.deny(
-            "gateway_revoked",
-            ErrorCode::Unavailable,
-            "service unavailable",
-        );
+        return audit
+            .deny(
+                "gateway_revoked",
+                ErrorCode::Unavailable,
+                "service unavailable",
+            )
+            .await;
     }
     if !gw.view.is_fresh() {
-        return audit.deny(
-            "gateway_state_stale",
+        // Most likely the controller is unreachable: do not hold every
+        // request for an acknowledgement that cannot come.
+        audit.record("deny", "gateway_state_stale");
+        return refusal(
             ErrorCode::Unavailable,
             "service unavailable, retry later",
+            &audit.request_id,
         );
     }
     let now = gw.now();
@@ -170,11 +184,13 @@ pub async fn handle(
         .clone();
     let claims = {
         let Some(token) = bearer(&req) else {
-            return audit.deny(
-                "no_session_token",
-                ErrorCode::AuthenticationFailed,
-                "authentication failed",
-            );
+            return audit
+                .deny(
+                    "no_session_token",
+                    ErrorCode::AuthenticationFailed,
+                    "authentication failed",
+                )
+                .await;
         };
         let view = gw.view.read();
         crate::authn::verify(
@@ -188,31 +204,37 @@ pub async fn handle(
     let claims = match claims {
         Ok(c) => c,
         Err(reason) => {
-            return audit.deny(
-                reason,
-                ErrorCode::AuthenticationFailed,
-                "authentication failed",
-            );
+            return audit
+                .deny(
+                    reason,
+                    ErrorCode::AuthenticationFailed,
+                    "authentication failed",
+                )
+                .await;
         }
     };
     audit.actor = format!("user:{}", claims.sub);
     let normalized = match path::normalize(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
-            return audit.deny(
-                &format!("bad_path: {e}"),
-                ErrorCode::InvalidRequest,
-                "invalid request path",
-            );
+            return audit
+                .deny(
+                    &format!("bad_path: {e}"),
+                    ErrorCode::InvalidRequest,
+                    "invalid request path",
+                )
+                .await;
         }
     };
     let host = host_of(&req).unwrap_or_default();
     let Some(route) = route(&gw.config.routes, &host, &normalized) else {
-        return audit.deny(
-            &format!("no_route: {host}{normalized}"),
-            ErrorCode::NotFound,
-            "not found",
-        );
+        return audit
+            .deny(
+                &format!("no_route: {host}{normalized}"),
+                ErrorCode::NotFound,
+                "not found",
+            )
+            .await;
     };
     audit.resource = format!("service:{} {} {normalized}", route.service, req.method());
     let decision = {
@@ -229,7 +251,9 @@ pub async fn handle(
     };
     if !decision.allow {
         // The same answer as for a service that does not exist.
-        return audit.deny(&decision.reason, ErrorCode::NotFound, "not found");
+        return audit
+            .deny(&decision.reason, ErrorCode::NotFound, "not found")
+            .await;
     }
 
     let forged = headers::sanitize_request(req.headers_mut());
@@ -237,11 +261,13 @@ pub async fn handle(
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "assertion signing failed");
-            return audit.deny(
-                "assertion_signing_failed",
-                ErrorCode::Internal,
-                "internal error",
-            );
+            return audit
+                .deny(
+                    "assertion_signing_failed",
+                    ErrorCode::Internal,
+                    "internal error",
+                )
+                .await;
         }
     };
     let h = req.headers_mut();
@@ -274,11 +300,13 @@ pub async fn handle(
         .path_and_query(path_and_query)
         .build();
     let Ok(uri) = uri else {
-        return audit.deny(
-            "upstream_uri_invalid",
-            ErrorCode::InvalidRequest,
-            "invalid request",
-        );
+        return audit
+            .deny(
+                "upstream_uri_invalid",
+                ErrorCode::InvalidRequest,
+                "invalid request",
+            )
+            .await;
     };
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;

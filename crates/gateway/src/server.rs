@@ -28,22 +28,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), crate::GatewayError> {
-    let refused_gw = gw.clone();
+    // The verifier knows why (which device, which list); the accept loop
+    // knows who (the address) and records the refusal.
     let admission = crate::authn::DeviceAdmission {
         view: gw.view.clone(),
         trust_domain: gw.trust_domain.clone(),
-        refused: Box::new(move |reason| {
-            refused_gw.audit.record(GatewayAuditRecord {
-                ts: refused_gw.now(),
-                actor: "-".into(),
-                source_ip: String::new(),
-                action: "tls.handshake".into(),
-                resource: format!("gateway:{}", refused_gw.name()),
-                outcome: "deny".into(),
-                reason,
-                request_id: String::new(),
-            });
-        }),
+        refused: Box::new(|reason| tracing::warn!(%reason, "client certificate refused")),
     };
     let time = Arc::new(umbra_pki::clock::ClockTime(gw.clock.clone()));
     let tls = umbra_pki::tls::strict_server_config(
@@ -82,7 +72,7 @@ pub async fn run(
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => return handshake_failed(&gw, addr, &e),
                 Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
             };
             // rustls has verified the chain and DeviceAdmission the rest;
@@ -128,4 +118,27 @@ pub async fn run(
     tasks.wait().await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Certificate refusals are security events and go to the audit trail;
+/// other handshake failures (scanners, timeouts) only to the debug log.
+fn handshake_failed(gw: &Gateway, addr: std::net::SocketAddr, e: &std::io::Error) {
+    let tls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls_error {
+        Some(
+            err @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
+        ) => gw.audit.record(GatewayAuditRecord {
+            ts: gw.now(),
+            actor: "-".into(),
+            source_ip: addr.ip().to_string(),
+            action: "tls.handshake".into(),
+            resource: format!("gateway:{}", gw.name()),
+            outcome: "deny".into(),
+            reason: format!("client_certificate_refused: {err}"),
+            request_id: String::new(),
+        }),
+        _ => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+    }
 }

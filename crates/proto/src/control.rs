@@ -156,13 +156,13 @@ pub enum ControlFrame {
         seq: i64,
         event: Event,
     },
-    /// Sent when idle, so a silent channel is known to be dead.
+    /// Sent every few seconds, so a silent channel is known to be dead.
     Heartbeat {
         seq: i64,
     },
 }
 
-/// Seconds between heartbeats on an idle control channel.
+/// Seconds between heartbeats on the control channel.
 pub const HEARTBEAT_SECS: u64 = 5;
 
 /// A batch of gateway access decisions for the audit trail.

@@ -893,9 +893,12 @@ impl Store for $store {
         if expires.is_none_or(|e| e <= now) {
             return Ok(EnrollOutcome::TokenExpired);
         }
-        sqlx::query(
+        // Conditional on the very state just read: of two concurrent uses
+        // of one token (PostgreSQL reads do not lock), one updates a row.
+        let done = sqlx::query(
             "UPDATE gateways SET status = 'active', token_hash = NULL, token_expires_at = NULL, \
-             cert_serial = $2, cert_not_after = $3, updated_at = $4 WHERE token_hash = $1",
+             cert_serial = $2, cert_not_after = $3, updated_at = $4 \
+             WHERE token_hash = $1 AND status <> 'revoked' AND token_expires_at > $4",
         )
         .bind(token_hash)
         .bind(cert_serial)
@@ -903,6 +906,9 @@ impl Store for $store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Ok(EnrollOutcome::TokenUsed);
+        }
         tx.commit().await?;
         Ok(EnrollOutcome::Enrolled)
     }

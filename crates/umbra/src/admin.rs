@@ -272,12 +272,18 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                         .items
                 }
                 DeviceCommand::Approve { id } => vec![
-                    api.post(&format!("/api/v1/admin/devices/{id}/approve"), &Value::Null)
-                        .await?,
+                    api.post(
+                        &format!("/api/v1/admin/devices/{}/approve", urlencode(&id)),
+                        &Value::Null,
+                    )
+                    .await?,
                 ],
                 DeviceCommand::Revoke { id } => vec![
-                    api.post(&format!("/api/v1/admin/devices/{id}/revoke"), &Value::Null)
-                        .await?,
+                    api.post(
+                        &format!("/api/v1/admin/devices/{}/revoke", urlencode(&id)),
+                        &Value::Null,
+                    )
+                    .await?,
                 ],
             };
             if json {
@@ -299,7 +305,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::Cert(CertCommand::Revoke { serial, reason }) => {
-            let mut path = format!("/api/v1/admin/certificates/{serial}/revoke");
+            let mut path = format!("/api/v1/admin/certificates/{}/revoke", urlencode(&serial));
             if let Some(r) = reason {
                 path.push_str(&format!("?reason={}", urlencode(&r)));
             }
@@ -320,8 +326,11 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                         .items
                 }
                 SessionCommand::Revoke { id } => vec![
-                    api.post(&format!("/api/v1/admin/sessions/{id}/revoke"), &Value::Null)
-                        .await?,
+                    api.post(
+                        &format!("/api/v1/admin/sessions/{}/revoke", urlencode(&id)),
+                        &Value::Null,
+                    )
+                    .await?,
                 ],
             };
             if json {
@@ -474,7 +483,7 @@ async fn user(api: &ApiClient, cmd: UserCommand, json: bool) -> Result<()> {
         UserCommand::ResetTotp { name } => {
             let r: ResetTotpResponse = api
                 .post(
-                    &format!("/api/v1/admin/users/{name}/reset-totp"),
+                    &format!("/api/v1/admin/users/{}/reset-totp", urlencode(&name)),
                     &Value::Null,
                 )
                 .await?;
@@ -487,7 +496,7 @@ async fn user(api: &ApiClient, cmd: UserCommand, json: bool) -> Result<()> {
         UserCommand::RecoveryCodes { name } => {
             let r: umbra_proto::api::RecoveryCodes = api
                 .post(
-                    &format!("/api/v1/admin/users/{name}/recovery-codes"),
+                    &format!("/api/v1/admin/users/{}/recovery-codes", urlencode(&name)),
                     &Value::Null,
                 )
                 .await?;
@@ -512,7 +521,7 @@ async fn user(api: &ApiClient, cmd: UserCommand, json: bool) -> Result<()> {
 async fn user_action(api: &ApiClient, name: &str, action: &str, json: bool) -> Result<()> {
     let u: User = api
         .post(
-            &format!("/api/v1/admin/users/{name}/{action}"),
+            &format!("/api/v1/admin/users/{}/{action}", urlencode(name)),
             &Value::Null,
         )
         .await?;
@@ -592,7 +601,7 @@ async fn gateway(api: &ApiClient, cmd: GatewayCommand, json: bool) -> Result<()>
         GatewayCommand::Revoke { name } => {
             let g: Gateway = api
                 .post(
-                    &format!("/api/v1/admin/gateways/{name}/revoke"),
+                    &format!("/api/v1/admin/gateways/{}/revoke", urlencode(&name)),
                     &Value::Null,
                 )
                 .await?;
@@ -630,7 +639,7 @@ async fn service(api: &ApiClient, cmd: ServiceCommand, json: bool) -> Result<()>
             let s: Service = api
                 .call(
                     reqwest::Method::PUT,
-                    &format!("/api/v1/admin/services/{name}"),
+                    &format!("/api/v1/admin/services/{}", urlencode(&name)),
                     Some(&PutServiceRequest {
                         allow_users: users,
                         allow_groups: groups,
@@ -655,7 +664,7 @@ async fn service(api: &ApiClient, cmd: ServiceCommand, json: bool) -> Result<()>
             let v: Value = api
                 .call(
                     reqwest::Method::DELETE,
-                    &format!("/api/v1/admin/services/{name}"),
+                    &format!("/api/v1/admin/services/{}", urlencode(&name)),
                     None::<&()>,
                 )
                 .await?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use umbra_controller::clock::{Clock, SystemClock};
@@ -320,8 +321,21 @@ async fn start_gateway(
         })?;
     let gateway_url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
     let state_dir = dir.join("gateway");
+    let cert_path = state_dir.join("gateway.crt");
+    // A directory left unused past the certificate's life: enroll again.
+    let expired = std::fs::read(&cert_path)
+        .ok()
+        .and_then(|pem| {
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).ok()?;
+            let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+            Some(c.validity().not_after.timestamp() <= SystemClock.now() + 60)
+        })
+        .unwrap_or(false);
+    if expired {
+        std::fs::remove_file(&cert_path)?;
+    }
     let mut token = None;
-    if !state_dir.join("gateway.crt").exists() {
+    if !cert_path.exists() {
         let t: GatewayToken = api
             .post(
                 "/api/v1/admin/gateways",

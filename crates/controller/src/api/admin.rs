@@ -308,6 +308,17 @@ pub async fn user_action(
     }
     let totp = match action.as_str() {
         "suspend" => {
+            // The store revokes the user's live sessions with the
+            // suspension; the gateways are told of each one, so resuming
+            // the user later does not bring the old tokens back.
+            let live: Vec<String> = c
+                .store
+                .list_sessions(Some(now))
+                .await?
+                .into_iter()
+                .filter(|s| s.user_id == user.id)
+                .map(|s| s.id)
+                .collect();
             c.store
                 .set_user_status(&user.id, UserStatus::Suspended, now)
                 .await?;
@@ -315,6 +326,9 @@ pub async fn user_action(
                 user: user.name.clone(),
             })
             .await?;
+            for session in live {
+                c.publish(&Event::SessionRevoked { session }).await?;
+            }
             None
         }
         "resume" => {
@@ -903,7 +917,12 @@ pub async fn revoke_gateway(
     if c.store.gateway(&name).await?.is_none() {
         return Err(Failure::not_found("gateway"));
     }
-    c.store.revoke_gateway(&name, c.now()).await?;
+    if !c.store.revoke_gateway(&name, c.now()).await? {
+        return Err(Failure::new(
+            ErrorCode::Conflict,
+            "gateway is already revoked",
+        ));
+    }
     c.publish(&Event::GatewayRevoked { name: name.clone() })
         .await?;
     admin

@@ -197,15 +197,12 @@ pub async fn register(
     }
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(req.assertion_jwk)
         .map_err(|e| Failure::invalid(format!("assertion_jwk: {e}")))?;
-    let jwk_ok = jwk.common.key_id.as_ref().is_some_and(|k| !k.is_empty())
-        && matches!(
-            jwk.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)
-        );
-    if !jwk_ok {
-        return Err(Failure::invalid(
-            "assertion_jwk: an EC public key with a kid is required",
-        ));
+    let expected = expected_kid(&gw.record.name, &jwk)
+        .ok_or_else(|| Failure::invalid("assertion_jwk: a P-256 public key (x, y) is required"))?;
+    if jwk.common.key_id.as_deref() != Some(expected.as_str()) {
+        return Err(Failure::invalid(format!(
+            "assertion_jwk: the kid must be {expected} (gateway name and key hash)"
+        )));
     }
     let reg = GatewayRegistration {
         url: req.url.clone(),
@@ -304,6 +301,33 @@ pub async fn renew(
         ca_certificate: c.ca.cert_pem().to_owned(),
         expires_at: rfc3339(issued.not_after),
     }))
+}
+
+/// The only key id a gateway's assertion key is registered under:
+/// `gw-<name>-<first 8 bytes of SHA-256 of the uncompressed point, hex>`.
+/// It ties the key to one gateway (an upstream matches it with the
+/// assertion's `iss`) and cannot collide with any other key in the JWKS.
+fn expected_kid(name: &str, jwk: &jsonwebtoken::jwk::Jwk) -> Option<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm else {
+        return None;
+    };
+    if ec.curve != jsonwebtoken::jwk::EllipticCurve::P256 {
+        return None;
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (x, y) = (b64.decode(&ec.x).ok()?, b64.decode(&ec.y).ok()?);
+    if x.len() != 32 || y.len() != 32 {
+        return None;
+    }
+    let mut point = vec![4u8];
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    Some(format!(
+        "gw-{name}-{}",
+        hex::encode(&sha2::Sha256::digest(&point)[..8])
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

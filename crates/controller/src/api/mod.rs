@@ -49,7 +49,11 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/gateway/register", post(gateway::register))
         .route("/api/v1/gateway/renew", post(gateway::renew))
         .route(umbra_proto::control::CONTROL_PATH, get(gateway::control))
-        .route("/api/v1/gateway/audit", post(gateway::audit))
+        // Gateways upload decision records in batches of up to 1000.
+        .route(
+            "/api/v1/gateway/audit",
+            post(gateway::audit).layer(DefaultBodyLimit::max(1024 * 1024)),
+        )
         .route("/api/v1/admin/bootstrap", post(admin::bootstrap))
         .route("/api/v1/admin/services", get(admin::list_services))
         .route(
