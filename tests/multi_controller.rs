@@ -20,7 +20,7 @@ struct Node {
 }
 
 /// Starts a controller process and waits (bounded) until it is ready.
-async fn node(dir: &Path, kek: &Path, db_url: &str) -> Node {
+async fn node(dir: &Path, kek: &Path, db_url: &str, extra: &str) -> Node {
     std::fs::create_dir_all(dir).expect("dir");
     let port = free_port();
     let config = dir.join("controller.toml");
@@ -28,7 +28,7 @@ async fn node(dir: &Path, kek: &Path, db_url: &str) -> Node {
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = {dir:?}\nkek_file = {kek:?}\n\
-             [store]\nbackend = \"postgres\"\nurl = {db_url:?}\n"
+             [store]\nbackend = \"postgres\"\nurl = {db_url:?}\n{extra}"
         ),
     )
     .expect("config");
@@ -98,7 +98,9 @@ async fn totp_codes_and_lockouts_hold_across_controllers() {
     let (_, kek_text) = umbra_pki::Kek::generate().expect("kek");
     std::fs::write(&kek, kek_text.as_str()).expect("kek");
 
-    let a = node(&dir.path().join("a"), &kek, &db.url).await;
+    // Many attempts from one address: a generous shared rate limit.
+    let limits = "[auth]\nlogin_burst = 100\n";
+    let a = node(&dir.path().join("a"), &kek, &db.url, limits).await;
     let bootstrap =
         std::fs::read_to_string(dir.path().join("a/bootstrap-admin-token")).expect("bootstrap");
     let (status, body) = a
@@ -112,7 +114,7 @@ async fn totp_codes_and_lockouts_hold_across_controllers() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let admin = body["token"].as_str().expect("token").to_owned();
-    let b = node(&dir.path().join("b"), &kek, &db.url).await;
+    let b = node(&dir.path().join("b"), &kek, &db.url, limits).await;
     assert_eq!(
         a.ca, b.ca,
         "both controllers serve the one CA from the store"
@@ -262,4 +264,45 @@ async fn totp_codes_and_lockouts_hold_across_controllers() {
         "TOTP secret found in a PostgreSQL dump"
     );
     assert!(!dump.contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn the_per_address_rate_limit_is_shared_by_the_controllers() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let Some(db) = umbra_store::pgtest::temp_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let kek = dir.path().join("kek");
+    let (_, kek_text) = umbra_pki::Kek::generate().expect("kek");
+    std::fs::write(&kek, kek_text.as_str()).expect("kek");
+    // Four attempts per address, refilled at one a minute.
+    let limits = "[auth]\nlogin_burst = 4\nlogin_rate_per_minute = 1\n";
+    let a = node(&dir.path().join("a"), &kek, &db.url, limits).await;
+    let b = node(&dir.path().join("b"), &kek, &db.url, limits).await;
+    let attempt = |n: &Node| {
+        let (key, csr) = key_and_csr();
+        drop(key);
+        let http = n.http.clone();
+        async move {
+            http.post(
+                "/api/v1/enroll",
+                None,
+                json!({"token": "ue1.bogus.bogus", "csr_pem": csr, "posture": posture(true)}),
+            )
+            .await
+            .0
+        }
+    };
+    // Two on each controller spend the shared burst ...
+    for n in [&a, &b, &a, &b] {
+        assert_eq!(
+            attempt(n).await,
+            StatusCode::FORBIDDEN,
+            "refused, but counted"
+        );
+    }
+    // ... so the fifth is rate-limited wherever it lands.
+    assert_eq!(attempt(&b).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(attempt(&a).await, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -94,7 +94,8 @@ impl Controller {
 
 /// Reads the event log in order and broadcasts what is new: at once when
 /// this controller published, every `poll` for the other controllers' events.
-/// Also prunes events past their retention, once a minute.
+/// Also prunes events past their retention and idle rate-limit buckets,
+/// once a minute.
 pub async fn tail(c: Arc<Controller>, poll: Duration) {
     let mut last = loop {
         match c.store.event_window().await {
@@ -140,6 +141,10 @@ pub async fn tail(c: Arc<Controller>, poll: Duration) {
             pruned_at = Some(now);
             if let Err(e) = c.store.prune_events(now - RETENTION_SECS).await {
                 tracing::warn!(error = %e, "event log prune failed");
+            }
+            // Buckets idle for a day have long refilled.
+            if let Err(e) = c.store.prune_rate_limits(now - 86_400).await {
+                tracing::warn!(error = %e, "rate-limit prune failed");
             }
         }
     }

@@ -276,6 +276,34 @@ impl Controller {
         Ok((record.kid, retire_at))
     }
 
+    /// Admits one login or enrollment attempt from `ip`: first this
+    /// controller's in-memory bucket (cheap, before any database work),
+    /// then the bucket in the store, which every controller sharing the
+    /// store draws from. `Err(retry_after_secs)` when either is empty; a
+    /// store that cannot answer refuses (fail closed).
+    pub async fn admit_attempt(&self, ip: IpAddr) -> Result<(), u64> {
+        let now = self.now();
+        self.login_limiter.check(ip, now)?;
+        let key = format!("attempt:{ip}");
+        match self
+            .store
+            .take_rate_token(
+                &key,
+                now,
+                self.config.login_rate_per_minute,
+                self.config.login_burst,
+            )
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(60 / u64::from(self.config.login_rate_per_minute.max(1)) + 1),
+            Err(e) => {
+                tracing::error!(error = %e, "rate limit unavailable; refusing the attempt");
+                Err(5)
+            }
+        }
+    }
+
     /// Records a refusal by an unauthenticated peer. The refusal stands
     /// even if the record cannot be written (that error is logged).
     pub async fn audit_denial(

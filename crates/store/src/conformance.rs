@@ -579,6 +579,30 @@ pub async fn audit_batches_append_together(store: &dyn Store) {
     assert_eq!(stored[49].resource, "service:s49", "in order");
 }
 
+pub async fn rate_limit_buckets_refill_and_are_shared(store: &dyn Store) {
+    let take = |at: i64| store.take_rate_token("login:10.0.0.1", at, 60, 3);
+    for _ in 0..3 {
+        assert!(take(NOW).await.expect("take"), "the burst");
+    }
+    assert!(!take(NOW).await.expect("take"), "empty");
+    assert!(!take(NOW).await.expect("take"), "still empty");
+    assert!(take(NOW + 1).await.expect("take"), "one per second refills");
+    assert!(!take(NOW + 1).await.expect("take"));
+    assert!(
+        store
+            .take_rate_token("login:10.0.0.2", NOW, 60, 3)
+            .await
+            .expect("take"),
+        "per key"
+    );
+    // Refill stops at the burst.
+    for _ in 0..3 {
+        assert!(take(NOW + 1000).await.expect("take"));
+    }
+    assert!(!take(NOW + 1000).await.expect("take"));
+    assert_eq!(store.prune_rate_limits(NOW + 500).await.expect("prune"), 1);
+}
+
 pub async fn services_and_gateways(store: &dyn Store) {
     let svc = ServiceRecord {
         name: "billing".into(),
@@ -791,7 +815,7 @@ macro_rules! suite {
             renewal_needs_a_live_certificate_and_device,
             recovery_codes_are_single_use_and_replaced_together,
             signing_keys_rotate_with_a_retirement_date, services_and_gateways,
-            audit_batches_append_together,
+            audit_batches_append_together, rate_limit_buckets_refill_and_are_shared,
             events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters);
     };
     (@ $make:expr; $($name:ident),*) => {

@@ -197,6 +197,19 @@ pub trait Store: Send + Sync + 'static {
     /// The deny lists that matter at `now`.
     async fn revocations(&self, now: i64) -> Result<Revocations>;
 
+    // ---- rate limits ------------------------------------------------------------
+    /// Takes one token from `key`'s bucket (refilled at `per_minute`, at
+    /// most `burst`), atomically. False when the bucket is empty.
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        now: i64,
+        per_minute: u32,
+        burst: u32,
+    ) -> Result<bool>;
+    /// Forgets buckets untouched since `before` (they are full again).
+    async fn prune_rate_limits(&self, before: i64) -> Result<u64>;
+
     // ---- audit ----------------------------------------------------------------
     /// Appends a record; durable when this returns.
     async fn append_audit(&self, event: &AuditEvent) -> Result<i64>;

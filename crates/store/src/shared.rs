@@ -1070,6 +1070,40 @@ impl Store for $store {
         })
     }
 
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        now: i64,
+        per_minute: u32,
+        burst: u32,
+    ) -> Result<bool> {
+        // One statement: refill, test and take, so concurrent attempts on
+        // several controllers cannot both take the last token.
+        let refilled = "CASE WHEN rate_limits.tokens + ($2 - rate_limits.updated) * $3 / 60.0 > $4 \
+             THEN $4 ELSE rate_limits.tokens + ($2 - rate_limits.updated) * $3 / 60.0 END";
+        let sql = format!(
+            "INSERT INTO rate_limits (key, tokens, updated) VALUES ($1, $4 - 1.0, $2) \
+             ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - 1.0, updated = $2 \
+             WHERE {refilled} >= 1.0"
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .bind(now)
+            .bind(f64::from(per_minute))
+            .bind(f64::from(burst))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn prune_rate_limits(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM rate_limits WHERE updated < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let row = sqlx::query(
             "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \

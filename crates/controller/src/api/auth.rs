@@ -116,7 +116,7 @@ async fn login_inner(
             ..deny("no_client_certificate", "-")
         }));
     };
-    if c.login_limiter.check(ctx.ip, now).is_err() {
+    if c.admit_attempt(ctx.ip).await.is_err() {
         return Err(LoginError::Deny(Deny {
             code: ErrorCode::RateLimited,
             ..deny("rate_limited", "-")

@@ -36,7 +36,7 @@ pub async fn enroll(
             Failure::new(ErrorCode::EnrollmentRefused, "enrollment refused")
         }
     };
-    if let Err(retry) = c.login_limiter.check(ctx.ip, c.now()) {
+    if let Err(retry) = c.admit_attempt(ctx.ip).await {
         c.audit_denial(&ctx, "device.enroll", "-", "rate_limited")
             .await;
         let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");

@@ -59,7 +59,7 @@ pub async fn enroll(
             Failure::new(ErrorCode::EnrollmentRefused, "enrollment refused")
         }
     };
-    if let Err(retry) = c.login_limiter.check(ctx.ip, c.now()) {
+    if let Err(retry) = c.admit_attempt(ctx.ip).await {
         c.audit_denial(&ctx, "gateway.enroll", "-", "rate_limited")
             .await;
         let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");
@@ -494,9 +494,25 @@ async fn snapshot(c: &Controller) -> Result<Snapshot, umbra_store::StoreError> {
 #[utoipa::path(post, path = "/api/v1/gateway/audit", tag = "gateways", request_body = AuditBatch, security(("mtls" = [])), responses((status = 200, description = "Accepted", body = Object), ApiErrors))]
 pub async fn audit(
     State(c): C,
-    gw: GatewayPeer,
+    ctx: RequestContext,
     ApiJson(batch): ApiJson<AuditBatch>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    // The body (up to this route's 1 MiB limit) is read before the
+    // credential is checked: answering early and closing on a client still
+    // sending a large body looks like a network failure to it.
+    let gw = match check_gateway(&c, &ctx).await {
+        Ok(record) => GatewayPeer { record, ctx },
+        Err(reason) => {
+            c.audit_denial(
+                &ctx,
+                "gateway.authenticate",
+                "POST /api/v1/gateway/audit",
+                &reason,
+            )
+            .await;
+            return Err(Failure::auth());
+        }
+    };
     if batch.records.len() > MAX_AUDIT_BATCH {
         return Err(Failure::invalid(format!(
             "at most {MAX_AUDIT_BATCH} records per batch"
