@@ -193,8 +193,17 @@ pub async fn login(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     if renewal_due(dir, now)? {
-        let r = renew(dir).await?;
-        tracing::info!(serial = %r.serial, not_after = %r.not_after, "device certificate renewed");
+        match renew(dir).await {
+            Ok(r) => {
+                tracing::info!(serial = %r.serial, not_after = %r.not_after, "device certificate renewed");
+            }
+            // The current certificate still has a third of its life: log in
+            // with it and renew next time.
+            Err(e) if validity(dir)?.1 > now + 300 => {
+                tracing::warn!(error = %e, "device certificate renewal failed; logging in with the current one");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let (http, state) = mtls(dir)?;
     let url = format!("{}/api/v1/auth/login", state.controller_url);

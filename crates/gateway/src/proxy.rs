@@ -158,13 +158,13 @@ pub async fn handle(
         actor: format!("device:{}", conn.peer.device_id),
     };
     if gw.revoked.load(Ordering::SeqCst) {
-        return audit
-            .deny(
-                "gateway_revoked",
-                ErrorCode::Unavailable,
-                "service unavailable",
-            )
-            .await;
+        // The controller no longer takes this gateway's records: no wait.
+        audit.record("deny", "gateway_revoked");
+        return refusal(
+            ErrorCode::Unavailable,
+            "service unavailable",
+            &audit.request_id,
+        );
     }
     if !gw.view.is_fresh() {
         // Most likely the controller is unreachable: do not hold every

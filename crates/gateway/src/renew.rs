@@ -65,13 +65,15 @@ pub async fn renew(gw: &Gateway) -> Result<String, GatewayError> {
             gw.name()
         )));
     }
+    // Disk first: if writing fails, the running gateway keeps its current
+    // certificate and retries, instead of running on one a restart loses.
     let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
-    gw.install(cert, &pkcs8)?;
     crate::identity::store(
         &gw.config.state_dir,
         &key.serialize_pem(),
         &renewed.certificate,
     )?;
+    gw.install(cert, &pkcs8)?;
     tracing::info!(serial = %peer.serial, expires = %renewed.expires_at, "gateway certificate renewed");
     Ok(peer.serial)
 }

@@ -294,10 +294,23 @@ pub async fn revocation_cascades(store: &dyn Store) {
             .expect("exists")
             .is_live(NOW)
     );
+    assert!(
+        !store
+            .open_session(&session("sess-3", &g, &gdev, &gserial))
+            .await
+            .expect("open"),
+        "no session for a suspended user"
+    );
     store
-        .open_session(&session("sess-3", &g, &gdev, &gserial))
+        .set_user_status(&g.id, UserStatus::Active, NOW)
         .await
-        .expect("open");
+        .expect("resume");
+    assert!(
+        store
+            .open_session(&session("sess-3", &g, &gdev, &gserial))
+            .await
+            .expect("open")
+    );
     assert!(
         store
             .revoke_certificate(&gserial, NOW, "key compromise")
@@ -600,6 +613,15 @@ pub async fn rate_limit_buckets_refill_and_are_shared(store: &dyn Store) {
         assert!(take(NOW + 1000).await.expect("take"));
     }
     assert!(!take(NOW + 1000).await.expect("take"));
+    // A controller whose clock is behind neither refills nor rewinds.
+    assert!(
+        !take(NOW + 900).await.expect("take"),
+        "no refill from the past"
+    );
+    assert!(
+        !take(NOW + 1000).await.expect("take"),
+        "time did not move back"
+    );
     assert_eq!(store.prune_rate_limits(NOW + 500).await.expect("prune"), 1);
 }
 
@@ -788,6 +810,17 @@ pub async fn revocations_list_what_still_matters(store: &dyn Store) {
         .set_user_status(&bob.id, UserStatus::Suspended, NOW)
         .await
         .expect("suspend");
+    let bobs = SessionRecord {
+        id: "s-bob".into(),
+        user_id: bob.id.clone(),
+        user_name: bob.name.clone(),
+        ..session("s-bob", NOW + 600)
+    };
+    assert!(
+        !store.open_session(&bobs).await.expect("open"),
+        "no session opens for a suspended user"
+    );
+    assert!(store.session("s-bob").await.expect("read").is_none());
     let r = store.revocations(NOW + 20).await.expect("revocations");
     assert_eq!(
         r.sessions,

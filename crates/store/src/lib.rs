@@ -130,8 +130,11 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_certificate(&self, serial: &str, now: i64, reason: &str) -> Result<bool>;
 
     // ---- sessions -----------------------------------------------------------
-    /// Records a session and clears the user's failure count, together.
-    async fn open_session(&self, session: &SessionRecord) -> Result<()>;
+    /// Records a session and clears the user's failure count, together,
+    /// if the user is still active (checked under the user row's lock, so a
+    /// suspension cannot slip between the login's checks and its session).
+    /// Returns false when the user is no longer active.
+    async fn open_session(&self, session: &SessionRecord) -> Result<bool>;
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
     /// Sessions not revoked and not expired at `now`, or all when `now` is None.
     async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>>;

@@ -679,8 +679,21 @@ impl Store for $store {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn open_session(&self, s: &SessionRecord) -> Result<()> {
+    async fn open_session(&self, s: &SessionRecord) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // First, so it takes the user row's lock: a concurrent suspension
+        // either committed before (no row matches) or waits for this one
+        // (and then revokes the session it finds).
+        let active = sqlx::query(
+            "UPDATE users SET failed_logins = 0, locked_until = NULL \
+             WHERE id = $1 AND status = 'active'",
+        )
+        .bind(&s.user_id)
+        .execute(&mut *tx)
+        .await?;
+        if active.rows_affected() != 1 {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, device_id, cert_serial, source_ip, risk, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -695,12 +708,8 @@ impl Store for $store {
         .bind(s.expires_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
-            .bind(&s.user_id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
@@ -1079,11 +1088,18 @@ impl Store for $store {
     ) -> Result<bool> {
         // One statement: refill, test and take, so concurrent attempts on
         // several controllers cannot both take the last token.
-        let refilled = "CASE WHEN rate_limits.tokens + ($2 - rate_limits.updated) * $3 / 60.0 > $4 \
-             THEN $4 ELSE rate_limits.tokens + ($2 - rate_limits.updated) * $3 / 60.0 END";
+        // A controller whose clock is behind refills nothing and does not
+        // move the bucket's time back (no negative elapsed time).
+        let elapsed =
+            "CASE WHEN $2 > rate_limits.updated THEN $2 - rate_limits.updated ELSE 0 END";
+        let refilled = format!(
+            "CASE WHEN rate_limits.tokens + ({elapsed}) * $3 / 60.0 > $4 \
+             THEN $4 ELSE rate_limits.tokens + ({elapsed}) * $3 / 60.0 END"
+        );
         let sql = format!(
             "INSERT INTO rate_limits (key, tokens, updated) VALUES ($1, $4 - 1.0, $2) \
-             ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - 1.0, updated = $2 \
+             ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - 1.0, \
+             updated = CASE WHEN $2 > rate_limits.updated THEN $2 ELSE rate_limits.updated END \
              WHERE {refilled} >= 1.0"
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -308,17 +308,6 @@ pub async fn user_action(
     }
     let totp = match action.as_str() {
         "suspend" => {
-            // The store revokes the user's live sessions with the
-            // suspension; the gateways are told of each one, so resuming
-            // the user later does not bring the old tokens back.
-            let live: Vec<String> = c
-                .store
-                .list_sessions(Some(now))
-                .await?
-                .into_iter()
-                .filter(|s| s.user_id == user.id)
-                .map(|s| s.id)
-                .collect();
             c.store
                 .set_user_status(&user.id, UserStatus::Suspended, now)
                 .await?;
@@ -326,7 +315,20 @@ pub async fn user_action(
                 user: user.name.clone(),
             })
             .await?;
-            for session in live {
+            // The store revoked the user's live sessions with the
+            // suspension (and opens no new one: see `open_session`). The
+            // gateways are told of every revoked, unexpired session of the
+            // user, so resuming the user later does not bring old tokens
+            // back.
+            let revoked: Vec<String> = c
+                .store
+                .list_sessions(None)
+                .await?
+                .into_iter()
+                .filter(|s| s.user_id == user.id && s.revoked_at.is_some() && s.expires_at > now)
+                .map(|s| s.id)
+                .collect();
+            for session in revoked {
                 c.publish(&Event::SessionRevoked { session }).await?;
             }
             None

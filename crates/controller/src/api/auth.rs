@@ -289,7 +289,12 @@ async fn login_inner(
         tracing::error!(error = %e, "token signing failed");
         Failure::internal()
     })?;
-    c.store.open_session(&session).await?;
+    if !c.store.open_session(&session).await? {
+        return Err(LoginError::Deny(deny(
+            "user_suspended_during_login",
+            resource,
+        )));
+    }
     let mut reason = format!(
         "risk {risk} [{}], session {}",
         factors.join(","),

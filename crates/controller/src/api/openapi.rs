@@ -38,12 +38,12 @@ pub enum ApiErrors {
     /// The body is over the size limit.
     #[response(status = 413)]
     PayloadTooLarge(ErrorBody),
-    /// The body is not `application/json`.
-    #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody),
     /// Too many attempts; see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
+    /// An unexpected failure; the request id finds it in the log.
+    #[response(status = 500)]
+    Internal(ErrorBody),
     /// The store is unavailable; retry later.
     #[response(status = 503)]
     Unavailable(ErrorBody),
