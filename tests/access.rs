@@ -23,6 +23,8 @@ pub struct Rig {
     pub gw_url: String,
     pub device: TestDevice,
     pub token: String,
+    /// The login response, as an agent would keep it.
+    pub login: Value,
     _state: tempfile::TempDir,
     shutdown: CancellationToken,
 }
@@ -66,6 +68,11 @@ impl Rig {
             .expect("bind");
         let upstream_url = format!("http://{}", upstream.local_addr().expect("addr"));
         tokio::spawn(umbra_gateway::demo::serve(upstream, shutdown.clone()));
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let echo_url = format!("tcp://{}", echo.local_addr().expect("addr"));
+        tokio::spawn(umbra_gateway::demo::serve_tcp_echo(echo, shutdown.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -79,6 +86,7 @@ impl Rig {
             host: None,
             path_prefix: Some(prefix.into()),
             upstream: upstream_url.clone(),
+            protocol: None,
         };
         let raw = RawConfig {
             controller_url: tc.url.clone(),
@@ -94,6 +102,20 @@ impl Rig {
                 route("billing", "/v1/charges"),
                 route("demo", "/"),
                 route("secret", "/"),
+                RawRoute {
+                    service: "echo".into(),
+                    host: None,
+                    path_prefix: None,
+                    upstream: echo_url.clone(),
+                    protocol: Some("tcp".into()),
+                },
+                RawRoute {
+                    service: "secret-tcp".into(),
+                    host: None,
+                    path_prefix: None,
+                    upstream: echo_url,
+                    protocol: Some("tcp".into()),
+                },
             ],
         };
         let gw = Gateway::start(raw.validate().expect("config"), Arc::new(tc.clock.clone()))
@@ -123,6 +145,8 @@ impl Rig {
         put("billing", json!({ "allow_users": ["alice"] })).await;
         put("demo", json!({ "allow_groups": ["eng"] })).await;
         put("secret", json!({ "allow_users": ["bob"] })).await;
+        put("echo", json!({ "allow_users": ["alice"] })).await;
+        put("secret-tcp", json!({ "allow_users": ["bob"] })).await;
         let (status, login) = tc.login(&device, &alice).await;
         assert_eq!(status, StatusCode::OK, "{login}");
         let session_token = login["token"].as_str().expect("token").to_owned();
@@ -134,14 +158,14 @@ impl Rig {
             .collect();
         assert_eq!(
             services,
-            ["billing", "demo"],
+            ["billing", "demo", "echo"],
             "login lists granted services only"
         );
         let view = gw.view.clone();
         eventually(
             "gateway synced with all grants",
             Duration::from_secs(10),
-            || view.is_fresh() && view.seq() >= Some(3),
+            || view.is_fresh() && view.seq() >= Some(5),
         )
         .await;
         Self {
@@ -150,6 +174,7 @@ impl Rig {
             gw_url,
             device,
             token: session_token,
+            login,
             _state: state,
             shutdown,
         }
@@ -603,7 +628,7 @@ async fn the_control_channel_resumes_after_a_sequence_number_or_resyncs_when_too
     let got = frames(&mut resp, 1).await;
     assert_eq!(got[0]["type"], "snapshot");
     assert_eq!(got[0]["seq"], last);
-    assert_eq!(got[0]["state"]["grants"].as_array().map(Vec::len), Some(3));
+    assert_eq!(got[0]["state"]["grants"].as_array().map(Vec::len), Some(5));
     drop(resp);
 
     // Two hours on, the controller has pruned the log: too far behind for
@@ -739,4 +764,132 @@ async fn refusals_are_in_the_audit_trail_before_the_response_even_in_a_burst_of_
         })
         .count();
     assert_eq!(denied, 60);
+}
+
+impl Rig {
+    /// An agent state directory for `device` holding this rig's session.
+    fn agent_dir(&self, device: &TestDevice) -> (tempfile::TempDir, umbra_agent::dir::AgentDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = umbra_agent::dir::AgentDir::new(tmp.path());
+        let w = |name: &str, text: &str| {
+            std::fs::write(tmp.path().join(name), text).expect("write");
+        };
+        w("device.crt", &device.cert_pem);
+        w("device.key", &device.key_pem);
+        w("ca.pem", self.tc.controller.ca.cert_pem());
+        w(
+            "agent.json",
+            &json!({ "controller_url": self.tc.url, "device_id": device.id }).to_string(),
+        );
+        w("session.json", &self.login.to_string());
+        (tmp, dir)
+    }
+
+    fn tcp_access(&self, service: &str) -> umbra_proto::control::ServiceAccess {
+        umbra_proto::control::ServiceAccess {
+            name: service.into(),
+            gateway_url: self.gw_url.clone(),
+            host: service.into(),
+            protocol: umbra_proto::control::Protocol::Tcp,
+        }
+    }
+}
+
+async fn echo_round_trip<S>(s: &mut S, text: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(text).await.expect("write");
+    let mut back = vec![0u8; text.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert!(back == text, "the echo differs");
+}
+
+#[tokio::test]
+async fn a_tcp_service_is_reached_through_a_tunnel_with_the_same_checks_as_http() {
+    let rig = Rig::start().await;
+    let services = &rig.login["services"];
+    assert!(
+        services
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["name"] == "echo" && s["protocol"] == "tcp"),
+        "login says how to reach the TCP service: {services}"
+    );
+    let (_keep, dir) = rig.agent_dir(&rig.device);
+    let mut tunnel = umbra_agent::tunnel::open(&dir, &rig.tcp_access("echo"))
+        .await
+        .expect("tunnel");
+    echo_round_trip(&mut tunnel, b"hello through the gateway\n").await;
+    // Large writes flow (backpressure both ways, nothing buffered whole).
+    let big = vec![b'x'; 1 << 20];
+    echo_round_trip(&mut tunnel, &big).await;
+    rig.tc.wait_audit("gateway.tunnel", "tunnel opened").await;
+
+    // An ungranted TCP service and a nonexistent one: the same refusal.
+    for service in ["secret-tcp", "nothing"] {
+        match umbra_agent::tunnel::open(&dir, &rig.tcp_access(service)).await {
+            Err(umbra_agent::AgentError::Refused { code, .. }) => assert_eq!(code, "not_found"),
+            other => panic!("{service}: {:?}", other.map(|_| ())),
+        }
+    }
+    // The token with another device's certificate.
+    let other = rig.tc.enroll("alice").await;
+    let (_keep2, other_dir) = rig.agent_dir(&other);
+    match umbra_agent::tunnel::open(&other_dir, &rig.tcp_access("echo")).await {
+        Err(umbra_agent::AgentError::Refused { code, .. }) => {
+            assert_eq!(code, "authentication_failed");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    rig.tc
+        .wait_audit("gateway.tunnel", "token_not_bound_to_certificate")
+        .await;
+
+    // A live tunnel is cut when its session is revoked.
+    let sid = rig.login["session_id"].as_str().expect("sid").to_owned();
+    rig.tc
+        .admin_post(&format!("/api/v1/admin/sessions/{sid}/revoke"), json!({}))
+        .await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
+        .await
+        .expect("the tunnel is cut in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF after the revocation");
+    rig.tc
+        .wait_audit("gateway.tunnel", "tunnel cut: session_revoked")
+        .await;
+}
+
+#[tokio::test]
+async fn a_tunnel_without_a_valid_opening_frame_is_refused() {
+    let rig = Rig::start().await;
+    let chain = vec![CertificateDer::from_pem_slice(rig.device.cert_pem.as_bytes()).expect("c")];
+    let key = PrivateKeyDer::from_pem_slice(rig.device.key_pem.as_bytes()).expect("k");
+    let mut tls = umbra_pki::tls::client_config(&rig.tc.ca(), Some((chain, key))).expect("tls");
+    tls.alpn_protocols = vec![umbra_proto::control::TUNNEL_ALPN.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let oversized = vec![b'{'; 20_000];
+    for garbage in [&b"not json\n"[..], &oversized[..]] {
+        let tcp = tokio::net::TcpStream::connect(rig.gw_url.trim_start_matches("https://"))
+            .await
+            .expect("connect");
+        let mut s = connector
+            .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+            .await
+            .expect("tls");
+        let _ = s.write_all(garbage).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("invalid_request"), "{text}");
+    }
+    rig.tc
+        .wait_audit("gateway.tunnel", "tunnel_open_malformed_or_late")
+        .await;
 }

@@ -152,6 +152,14 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
     let enroll_token = admin.run(&["token", "enroll", "--user", "alice"], None);
     let gateway_token = admin.run(&["gateway", "add", "edge", "--san", "127.0.0.1"], None);
     admin.run(&["service", "set", "web", "--group", "eng"], None);
+    admin.run(&["service", "set", "pg", "--user", "alice"], None);
+    // PostgreSQL on loopback TCP, reached through a tunnel below: the
+    // stock psql with a role this test creates (and drops).
+    let pg_port: u16 = std::env::var("PGPORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432);
+    let pg_role = PgRole::create();
 
     // The service behind the gateway, and the gateway process.
     let shutdown = CancellationToken::new();
@@ -169,7 +177,8 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
         format!(
             "controller_url = {url:?}\nlisten = \"127.0.0.1:{gw_port}\"\nstate_dir = {:?}\n\
              enrollment_token_file = {:?}\n\n[[routes]]\nservice = \"web\"\n\
-             upstream = \"http://{upstream_addr}\"\n",
+             upstream = \"http://{upstream_addr}\"\n\n[[routes]]\nservice = \"pg\"\n\
+             protocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:{pg_port}\"\n",
             d.join("gateway"),
             d.join("gateway-token"),
         ),
@@ -282,6 +291,17 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
     );
     let echo = curl_json(local, "/orders/7", &[]);
     assert_eq!(echo["headers"]["x-auth-user"], "alice");
+    // A TCP service: psql through `umbra agent connect pg`.
+    let pg_local = free_port();
+    let _pg_connect = connect(agent, "pg", pg_local);
+    let out = pg_role.psql(pg_local, "SELECT 'through the tunnel'");
+    assert!(
+        out.status.success(),
+        "psql through the tunnel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("through the tunnel"));
+
     let status = agent_cli(agent, &["status", "--json"], None);
     let status: Value = serde_json::from_slice(&status.stdout).expect("status json");
     let sid = status["session"]["id"]
@@ -317,4 +337,73 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
     let (code, _) = curl(local, "/orders/7", &[]);
     assert_eq!(code, 401, "logged out: the agent has no session to send");
     drop(controller);
+}
+
+/// A PostgreSQL login role with a password (TCP logins use scram), made
+/// over the local socket by the test's superuser and dropped at the end.
+struct PgRole {
+    name: String,
+    password: String,
+}
+
+fn psql_admin(sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "/var/run/postgresql",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed (apt-get install postgresql-client)")
+}
+
+impl PgRole {
+    fn create() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let role = Self {
+            name: format!("umbra_e2e_{}", &suffix[..12]),
+            password: suffix,
+        };
+        let out = psql_admin(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}'",
+            role.name, role.password
+        ));
+        assert!(
+            out.status.success(),
+            "PostgreSQL is needed for the tunnel test: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        role
+    }
+
+    fn psql(&self, port: u16, sql: &str) -> std::process::Output {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                &self.name,
+                "-d",
+                "postgres",
+                "-tAc",
+                sql,
+            ])
+            .env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql")
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        let _ = psql_admin(&format!("DROP ROLE IF EXISTS {}", self.name));
+    }
 }

@@ -75,6 +75,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let access = Arc::new(service_access(&dir, service)?);
+    if access.protocol == umbra_proto::control::Protocol::Tcp {
+        return crate::tunnel::run(dir, access, listener, shutdown).await;
+    }
     let gateway: Uri = access
         .gateway_url
         .parse()

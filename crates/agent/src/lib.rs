@@ -7,11 +7,13 @@
 //! - [`device`]: key pair, CSR and the posture report.
 //! - [`controller`]: enrollment, login, logout and session status.
 //! - [`connect`]: the local port-forward to a service behind a gateway.
+//! - [`tunnel`]: the same for TCP services, one TLS tunnel per connection.
 
 pub mod connect;
 pub mod controller;
 pub mod device;
 pub mod dir;
+pub mod tunnel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

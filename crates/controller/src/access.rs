@@ -55,6 +55,11 @@ pub async fn granted_services(
                 name: g.service.clone(),
                 gateway_url: url.clone(),
                 host: route.host.clone(),
+                protocol: if route.protocol == "tcp" {
+                    umbra_proto::control::Protocol::Tcp
+                } else {
+                    umbra_proto::control::Protocol::Http
+                },
             });
         }
     }

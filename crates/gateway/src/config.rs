@@ -54,6 +54,8 @@ pub struct RawRoute {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// `http` (default) or `tcp`.
+    pub protocol: Option<String>,
 }
 
 /// A validated route: requests for `host` whose normalized path is under
@@ -61,10 +63,12 @@ pub struct RawRoute {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub service: String,
+    pub protocol: umbra_proto::control::Protocol,
     /// Lowercase, without port.
     pub host: String,
     pub path_prefix: String,
-    /// `http://host:port`, no path.
+    /// `host:port` of an `http://` upstream (HTTP routes) or of a
+    /// `tcp://` one (TCP routes).
     pub upstream: http::uri::Authority,
 }
 
@@ -207,9 +211,31 @@ impl RawConfig {
             {
                 return Err(invalid(key("host"), "a host name without port"));
             }
+            let protocol = match r.protocol.as_deref().unwrap_or("http") {
+                "http" => umbra_proto::control::Protocol::Http,
+                "tcp" => umbra_proto::control::Protocol::Tcp,
+                other => {
+                    return Err(invalid(key("protocol"), format!("{other:?}: http or tcp")));
+                }
+            };
             let prefix = path::normalize_prefix(r.path_prefix.as_deref().unwrap_or("/"))
                 .map_err(|e| invalid(key("path_prefix"), e.to_string()))?;
-            let upstream = parse_upstream(&r.upstream).map_err(|m| invalid(key("upstream"), m))?;
+            let upstream = match protocol {
+                umbra_proto::control::Protocol::Http => parse_upstream(&r.upstream),
+                umbra_proto::control::Protocol::Tcp => {
+                    if prefix != "/" {
+                        return Err(invalid(key("path_prefix"), "TCP routes have no path"));
+                    }
+                    if routes.iter().any(|o: &Route| o.service == r.service) {
+                        return Err(invalid(
+                            key("service"),
+                            "a TCP service has one route per gateway",
+                        ));
+                    }
+                    parse_tcp_upstream(&r.upstream)
+                }
+            }
+            .map_err(|m| invalid(key("upstream"), m))?;
             if routes
                 .iter()
                 .any(|o: &Route| o.host == host && o.path_prefix == prefix)
@@ -220,6 +246,7 @@ impl RawConfig {
                 ));
             }
             routes.push(Route {
+                protocol,
                 service: r.service,
                 host,
                 path_prefix: prefix,
@@ -238,6 +265,20 @@ impl RawConfig {
             routes,
         })
     }
+}
+
+/// TCP upstreams are `tcp://host:port`.
+fn parse_tcp_upstream(text: &str) -> Result<http::uri::Authority, String> {
+    let rest = text
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("{text:?}: a TCP upstream is tcp://host:port"))?;
+    let authority: http::uri::Authority = rest.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if authority.port_u16().is_none() || rest.contains('/') {
+        return Err(format!(
+            "{text:?}: tcp://host:port, with a port and nothing after it"
+        ));
+    }
+    Ok(authority)
 }
 
 /// Upstreams are `http://host:port` (a service on the gateway's private

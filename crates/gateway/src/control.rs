@@ -48,6 +48,7 @@ pub async fn register(gw: &Gateway) -> Result<GatewayRegisterResponse, String> {
                 service: r.service.clone(),
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
+                protocol: r.protocol,
             })
             .collect(),
         assertion_jwk: serde_json::to_value(&gw.identity.assertion.jwk)

@@ -38,6 +38,26 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     Ok(r)
 }
 
+/// The demo TCP service: echoes every byte back, until the client closes.
+pub async fn serve_tcp_echo(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let mut tcp = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(async move {
+            let (mut r, mut w) = tcp.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
 pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
     loop {
         let tcp = tokio::select! {

@@ -17,6 +17,7 @@
 //! - [`renew`]: certificate renewal at two thirds of its life.
 //! - [`assertion`]: the signed identity assertion for upstreams.
 //! - [`audit`]: access decisions, uploaded to the controller in batches.
+//! - [`tunnel`]: TCP services through a TLS tunnel (ALPN `umbra-tunnel/1`).
 //! - [`server`]: the TLS accept loop.
 //! - [`demo`]: an upstream that echoes what it received (`umbra dev`, tests).
 
@@ -32,6 +33,7 @@ pub mod path;
 pub mod proxy;
 pub mod renew;
 pub mod server;
+pub mod tunnel;
 pub mod view;
 
 use std::path::PathBuf;

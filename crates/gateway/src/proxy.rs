@@ -135,7 +135,11 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
 pub fn route<'r>(routes: &'r [Route], host: &str, path: &str) -> Option<&'r Route> {
     routes
         .iter()
-        .filter(|r| r.host == host && path::prefix_matches(&r.path_prefix, path))
+        .filter(|r| {
+            r.protocol == umbra_proto::control::Protocol::Http
+                && r.host == host
+                && path::prefix_matches(&r.path_prefix, path)
+        })
         .max_by_key(|r| r.path_prefix.len())
 }
 

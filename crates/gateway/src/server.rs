@@ -90,6 +90,14 @@ pub async fn run(
                 addr,
                 peer: Arc::new(peer),
             };
+            let tunnel =
+                stream.get_ref().1.alpn_protocol() == Some(umbra_proto::control::TUNNEL_ALPN);
+            if tunnel {
+                // Held open by the watcher like an HTTP connection, so a
+                // graceful shutdown waits for it (up to the grace period).
+                let _watch = watcher;
+                return crate::tunnel::serve(gw, conn, stream).await;
+            }
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let gw = gw.clone();
                 let upstreams = upstreams.clone();

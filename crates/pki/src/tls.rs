@@ -161,7 +161,7 @@ pub fn strict_server_config(
         .map_err(|e| PkiError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"umbra-tunnel/1".to_vec()];
     Ok(config)
 }
 

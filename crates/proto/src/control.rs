@@ -45,6 +45,56 @@ pub struct Route {
     pub service: String,
     pub host: String,
     pub path_prefix: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// How a service is reached through its gateway.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP requests, routed by host and path, with identity headers.
+    #[default]
+    Http,
+    /// A TCP stream (SSH, PostgreSQL, …) carried in a tunnel.
+    Tcp,
+}
+
+impl Protocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// The ALPN protocol that marks a TLS connection to a gateway as a TCP
+/// tunnel rather than HTTP.
+pub const TUNNEL_ALPN: &[u8] = b"umbra-tunnel/1";
+/// The longest opening frame (or reply) a tunnel peer may send.
+pub const MAX_TUNNEL_FRAME: usize = 16 * 1024;
+
+/// The first line of a tunnel, from the agent: which service, and the
+/// session token (bound to the certificate of this very connection).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelOpen {
+    pub service: String,
+    pub token: String,
+}
+
+/// The gateway's one-line answer; after an `ok` one the stream is the
+/// service's, both ways.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TunnelReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::ErrorCode>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -193,6 +243,8 @@ pub struct ServiceAccess {
     pub gateway_url: String,
     /// The `Host` the gateway routes the service by.
     pub host: String,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 #[cfg(test)]

@@ -698,6 +698,7 @@ pub async fn services_and_gateways(store: &dyn Store) {
             service: "billing".into(),
             host: "billing".into(),
             path_prefix: "/v1".into(),
+            protocol: "http".into(),
         }],
         assertion_jwk: "{}".into(),
         now: NOW + 3,

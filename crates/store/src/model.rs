@@ -259,6 +259,13 @@ pub struct RouteRecord {
     pub service: String,
     pub host: String,
     pub path_prefix: String,
+    /// `http` or `tcp`; absent in records from before TCP tunnels (http).
+    #[serde(default = "http")]
+    pub protocol: String,
+}
+
+fn http() -> String {
+    "http".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -168,11 +168,19 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             let local = listener.local_addr()?;
-            println!(
-                "forwarding http://{local} to service {service} via {}",
-                access.gateway_url
-            );
-            println!("try: curl http://{local}/");
+            if access.protocol == umbra_proto::control::Protocol::Tcp {
+                println!(
+                    "forwarding tcp://{local} to service {service} via {} (a tunnel per connection)",
+                    access.gateway_url
+                );
+                println!("point your client (ssh -p, psql -p, nc …) at {local}");
+            } else {
+                println!(
+                    "forwarding http://{local} to service {service} via {}",
+                    access.gateway_url
+                );
+                println!("try: curl http://{local}/");
+            }
             let shutdown = CancellationToken::new();
             crate::spawn_signal_handler(shutdown.clone());
             umbra_agent::connect::run(dir, &service, listener, shutdown).await?;

@@ -37,7 +37,7 @@ pub struct DevArgs {
 
 /// The demo HTTP service behind the gateway.
 const SERVICE: &str = "demo";
-/// The demo TCP service's name (served once TCP tunnels land).
+/// The demo TCP service: an echo server behind the gateway.
 const TCP_SERVICE: &str = "demo-tcp";
 const GATEWAY: &str = "dev";
 
@@ -137,13 +137,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
         )
         .await?;
         let gateway_url = start_gateway(&api, &url, &dir, &args, &shutdown, &mut tasks).await?;
-        api.call::<Value>(
-            reqwest::Method::PUT,
-            &format!("/api/v1/admin/services/{SERVICE}"),
-            Some(&json!({ "allow_users": [DEMO_USER] })),
-        )
-        .await
-        .context("granting the demo service")?;
+        for service in [SERVICE, TCP_SERVICE] {
+            api.call::<Value>(
+                reqwest::Method::PUT,
+                &format!("/api/v1/admin/services/{service}"),
+                Some(&json!({ "allow_users": [DEMO_USER] })),
+            )
+            .await
+            .with_context(|| format!("granting the demo service {service}"))?;
+        }
         let dev_json = json!({
             "controller_url": url,
             "gateway_url": gateway_url,
@@ -311,6 +313,12 @@ async fn start_gateway(
         upstream,
         shutdown.clone(),
     )));
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    tasks.push(tokio::spawn(umbra_gateway::demo::serve_tcp_echo(
+        echo,
+        shutdown.clone(),
+    )));
     let listener = tokio::net::TcpListener::bind(args.gateway_listen)
         .await
         .with_context(|| {
@@ -359,12 +367,22 @@ async fn start_gateway(
         max_staleness_seconds: None,
         resync_interval_seconds: None,
         assertion_ttl_seconds: None,
-        routes: vec![umbra_gateway::config::RawRoute {
-            service: SERVICE.into(),
-            host: None,
-            path_prefix: None,
-            upstream: format!("http://{upstream_addr}"),
-        }],
+        routes: vec![
+            umbra_gateway::config::RawRoute {
+                service: SERVICE.into(),
+                host: None,
+                path_prefix: None,
+                upstream: format!("http://{upstream_addr}"),
+                protocol: None,
+            },
+            umbra_gateway::config::RawRoute {
+                service: TCP_SERVICE.into(),
+                host: None,
+                path_prefix: None,
+                upstream: format!("tcp://{echo_addr}"),
+                protocol: Some("tcp".into()),
+            },
+        ],
     };
     let gateway = umbra_gateway::Gateway::start(raw.validate()?, Arc::new(SystemClock))
         .await
@@ -418,7 +436,9 @@ fn print_summary(
     );
     println!();
     let exe = std::env::current_exe().map_or_else(|_| "umbra".into(), |p| p.display().to_string());
-    println!("  gateway        {gateway_url} (service {SERVICE:?} -> demo upstream)");
+    println!(
+        "  gateway        {gateway_url} (service {SERVICE:?} -> demo HTTP upstream, {TCP_SERVICE:?} -> TCP echo)"
+    );
     println!();
     println!("Try next (in another terminal):");
     println!("  export UMBRA_AGENT_DIR={}", agent_dir.display());
@@ -427,6 +447,8 @@ fn print_summary(
     );
     println!("  {exe} agent connect {SERVICE} --listen 127.0.0.1:8080 &");
     println!("  curl -s http://127.0.0.1:8080/hello   # the upstream echoes the identity headers");
+    println!("  {exe} agent connect {TCP_SERVICE} --listen 127.0.0.1:8081 &");
+    println!("  echo hello | nc -q1 127.0.0.1 8081     # a TCP echo service, through a tunnel");
     println!();
     println!("Administer:");
     println!(

@@ -820,6 +820,11 @@ fn gateway_view(g: &GatewayRecord) -> Gateway {
                 service: r.service.clone(),
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
+                protocol: if r.protocol == "tcp" {
+                    umbra_proto::control::Protocol::Tcp
+                } else {
+                    umbra_proto::control::Protocol::Http
+                },
             })
             .collect(),
         certificate_serial: g.cert_serial.clone(),

@@ -213,6 +213,7 @@ pub async fn register(
                 service: r.service.clone(),
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
+                protocol: r.protocol.as_str().to_owned(),
             })
             .collect(),
         assertion_jwk: serde_json::to_string(&jwk).map_err(|_| Failure::internal())?,

@@ -1,0 +1,276 @@
+//! TCP tunnels: a TLS connection negotiated with ALPN `umbra-tunnel/1`
+//! carries one TCP stream to a service (SSH, PostgreSQL, …).
+//!
+//! The agent's first line names the service and carries the session
+//! token; the gateway checks it exactly as it checks an HTTP request (the
+//! device certificate of this connection, the token bound to it, the deny
+//! lists, the service's grant; an ungranted service and a nonexistent one
+//! get the same refusal), connects to the upstream and answers with one
+//! line. From then on bytes flow both ways with backpressure and half-close
+//! (`copy_bidirectional`). While it flows, the tunnel is re-checked against
+//! the view: a revoked session, device or user, or the session's expiry,
+//! closes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use umbra_policy::access::{AccessRequest, Authorizer};
+use umbra_proto::ErrorCode;
+use umbra_proto::control::{
+    GatewayAuditRecord, MAX_TUNNEL_FRAME, Protocol, TunnelOpen, TunnelReply,
+};
+use umbra_proto::token::SessionClaims;
+
+use crate::Gateway;
+use crate::proxy::Conn;
+
+/// How long an agent has to send its opening line.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a live tunnel is re-checked against the view.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// Reads one `\n`-terminated line of at most [`MAX_TUNNEL_FRAME`] bytes,
+/// byte by byte so nothing after it is consumed.
+pub async fn read_line<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(256);
+    loop {
+        let b = s.read_u8().await?;
+        if b == b'\n' {
+            return Ok(line);
+        }
+        if line.len() >= MAX_TUNNEL_FRAME {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "tunnel frame too long",
+            ));
+        }
+        line.push(b);
+    }
+}
+
+async fn reply<S: AsyncWrite + Unpin>(s: &mut S, r: &TunnelReply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    s.write_all(&line).await?;
+    s.flush().await
+}
+
+fn refusal(code: ErrorCode, message: &str) -> TunnelReply {
+    TunnelReply {
+        ok: false,
+        error: Some(code),
+        message: message.into(),
+    }
+}
+
+fn record(
+    gw: &Gateway,
+    conn: &Conn,
+    actor: &str,
+    resource: &str,
+    outcome: &str,
+    reason: &str,
+) -> GatewayAuditRecord {
+    GatewayAuditRecord {
+        ts: gw.now(),
+        actor: actor.into(),
+        source_ip: conn.addr.ip().to_string(),
+        action: "gateway.tunnel".into(),
+        resource: resource.into(),
+        outcome: outcome.into(),
+        reason: reason.into(),
+        request_id: String::new(),
+    }
+}
+
+/// Serves one tunnel connection to its end.
+pub async fn serve<S>(gw: Arc<Gateway>, conn: Conn, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let device_actor = format!("device:{}", conn.peer.device_id);
+    let deny = |actor: &str, resource: &str, reason: &str| {
+        record(&gw, &conn, actor, resource, "deny", reason)
+    };
+    let open = match tokio::time::timeout(OPEN_TIMEOUT, read_line(&mut stream)).await {
+        Ok(Ok(line)) => serde_json::from_slice::<TunnelOpen>(&line).ok(),
+        _ => None,
+    };
+    let Some(open) = open else {
+        gw.audit
+            .record(deny(&device_actor, "-", "tunnel_open_malformed_or_late"));
+        let _ = reply(
+            &mut stream,
+            &refusal(ErrorCode::InvalidRequest, "invalid tunnel opening"),
+        )
+        .await;
+        return;
+    };
+    let resource = format!(
+        "service:{}",
+        open.service.chars().take(64).collect::<String>()
+    );
+    if gw.revoked.load(std::sync::atomic::Ordering::SeqCst) || !gw.view.is_fresh() {
+        gw.audit
+            .record(deny(&device_actor, &resource, "gateway_state_stale"));
+        let _ = reply(
+            &mut stream,
+            &refusal(ErrorCode::Unavailable, "service unavailable, retry later"),
+        )
+        .await;
+        return;
+    }
+    let issuer = gw
+        .issuer
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default();
+    let verified = {
+        let view = gw.view.read();
+        crate::authn::verify(&view, &issuer, &open.token, &conn.peer, gw.now())
+    };
+    let claims = match verified {
+        Ok(c) => c,
+        Err(reason) => {
+            gw.audit
+                .record_durable(deny(&device_actor, &resource, reason))
+                .await;
+            let _ = reply(
+                &mut stream,
+                &refusal(ErrorCode::AuthenticationFailed, "authentication failed"),
+            )
+            .await;
+            return;
+        }
+    };
+    let actor = format!("user:{}", claims.sub);
+    let route = gw
+        .config
+        .routes
+        .iter()
+        .find(|r| r.protocol == Protocol::Tcp && r.service == open.service);
+    let decision = route.map(|r| {
+        gw.view.read().grants.decide(&AccessRequest {
+            user: &claims.sub,
+            groups: &claims.groups,
+            device: &claims.device,
+            service: &r.service,
+            method: "TUNNEL",
+            path: "/",
+            risk: claims.risk,
+        })
+    });
+    let (route, decision) = match (route, decision) {
+        (Some(r), Some(d)) if d.allow => (r, d),
+        (_, d) => {
+            let reason = d.map_or_else(|| "no_tcp_route".to_owned(), |d| d.reason);
+            gw.audit
+                .record_durable(deny(&actor, &resource, &reason))
+                .await;
+            // The same answer for a service that exists and one that does not.
+            let _ = reply(&mut stream, &refusal(ErrorCode::NotFound, "not found")).await;
+            return;
+        }
+    };
+    let upstream = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect(route.upstream.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            tracing::warn!(service = %route.service, upstream = %route.upstream, "TCP upstream unreachable");
+            gw.audit.record(record(
+                &gw,
+                &conn,
+                &actor,
+                &resource,
+                "allow",
+                &format!("{}; upstream unreachable", decision.reason),
+            ));
+            let _ = reply(
+                &mut stream,
+                &refusal(ErrorCode::UpstreamUnavailable, "upstream unavailable"),
+            )
+            .await;
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if reply(
+        &mut stream,
+        &TunnelReply {
+            ok: true,
+            error: None,
+            message: String::new(),
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    gw.audit.record(record(
+        &gw,
+        &conn,
+        &actor,
+        &resource,
+        "allow",
+        &format!("{}; tunnel opened", decision.reason),
+    ));
+    relay(&gw, &conn, &claims, stream, upstream, &actor, &resource).await;
+}
+
+/// Relays until either side ends or the tunnel stops being authorized.
+async fn relay<S>(
+    gw: &Gateway,
+    conn: &Conn,
+    claims: &SessionClaims,
+    mut stream: S,
+    mut upstream: TcpStream,
+    actor: &str,
+    resource: &str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut tick = tokio::time::interval(RECHECK);
+    let copy = tokio::io::copy_bidirectional(&mut stream, &mut upstream);
+    tokio::pin!(copy);
+    let ended = loop {
+        tokio::select! {
+            r = &mut copy => break match r {
+                Ok((up, down)) => format!("tunnel closed: {up} bytes up, {down} down"),
+                Err(e) => format!("tunnel ended: {e}"),
+            },
+            _ = tick.tick() => {
+                if let Some(why) = revoked(gw, conn, claims) {
+                    gw.audit.record(record(gw, conn, actor, resource, "deny", &format!("tunnel cut: {why}")));
+                    return;
+                }
+            }
+        }
+    };
+    tracing::debug!(%actor, %resource, %ended);
+}
+
+/// Why a live tunnel must end now, if it must.
+fn revoked(gw: &Gateway, conn: &Conn, claims: &SessionClaims) -> Option<&'static str> {
+    if claims.exp <= gw.now() {
+        return Some("session_expired");
+    }
+    let v = gw.view.read();
+    if v.sessions.contains(&claims.sid) {
+        Some("session_revoked")
+    } else if v.users.contains(&claims.sub) {
+        Some("user_suspended")
+    } else if v.devices.contains(&claims.device) || v.certificates.contains(&conn.peer.serial) {
+        Some("device_revoked")
+    } else {
+        None
+    }
+}
