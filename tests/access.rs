@@ -50,6 +50,10 @@ impl Rig {
     }
 
     pub async fn start_with_resync(resync_secs: u64) -> Self {
+        Self::start_custom(resync_secs, umbra_gateway::config::RawLimits::default()).await
+    }
+
+    pub async fn start_custom(resync_secs: u64, limits: umbra_gateway::config::RawLimits) -> Self {
         let tc = support::start().await;
         let alice = tc.create_user("alice", &["eng"]).await;
         let device = tc.enroll("alice").await;
@@ -98,10 +102,18 @@ impl Rig {
             max_staleness_seconds: None,
             resync_interval_seconds: Some(resync_secs),
             assertion_ttl_seconds: None,
+            limits,
             routes: vec![
                 route("billing", "/v1/charges"),
                 route("demo", "/"),
                 route("secret", "/"),
+                RawRoute {
+                    service: "down".into(),
+                    host: None,
+                    path_prefix: None,
+                    upstream: format!("http://127.0.0.1:{}", support::free_port()),
+                    protocol: None,
+                },
                 RawRoute {
                     service: "echo".into(),
                     host: None,
@@ -146,6 +158,7 @@ impl Rig {
         put("demo", json!({ "allow_groups": ["eng"] })).await;
         put("secret", json!({ "allow_users": ["bob"] })).await;
         put("echo", json!({ "allow_users": ["alice"] })).await;
+        put("down", json!({ "allow_users": ["alice"] })).await;
         put("secret-tcp", json!({ "allow_users": ["bob"] })).await;
         let (status, login) = tc.login(&device, &alice).await;
         assert_eq!(status, StatusCode::OK, "{login}");
@@ -158,14 +171,14 @@ impl Rig {
             .collect();
         assert_eq!(
             services,
-            ["billing", "demo", "echo"],
+            ["billing", "demo", "down", "echo"],
             "login lists granted services only"
         );
         let view = gw.view.clone();
         eventually(
             "gateway synced with all grants",
             Duration::from_secs(10),
-            || view.is_fresh() && view.seq() >= Some(5),
+            || view.is_fresh() && view.seq() >= Some(6),
         )
         .await;
         Self {
@@ -628,7 +641,7 @@ async fn the_control_channel_resumes_after_a_sequence_number_or_resyncs_when_too
     let got = frames(&mut resp, 1).await;
     assert_eq!(got[0]["type"], "snapshot");
     assert_eq!(got[0]["seq"], last);
-    assert_eq!(got[0]["state"]["grants"].as_array().map(Vec::len), Some(5));
+    assert_eq!(got[0]["state"]["grants"].as_array().map(Vec::len), Some(6));
     drop(resp);
 
     // Two hours on, the controller has pruned the log: too far behind for
@@ -892,4 +905,98 @@ async fn a_tunnel_without_a_valid_opening_frame_is_refused() {
     rig.tc
         .wait_audit("gateway.tunnel", "tunnel_open_malformed_or_late")
         .await;
+}
+
+impl Rig {
+    async fn tls(&self) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let chain =
+            vec![CertificateDer::from_pem_slice(self.device.cert_pem.as_bytes()).expect("c")];
+        let key = PrivateKeyDer::from_pem_slice(self.device.key_pem.as_bytes()).expect("k");
+        let tls = umbra_pki::tls::client_config(&self.tc.ca(), Some((chain, key))).expect("tls");
+        let tcp =
+            tokio::net::TcpStream::connect(self.gw_url.trim_start_matches("https://")).await?;
+        tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn limits_hold_slow_clients_large_requests_and_connection_hoarders_off() {
+    let limits = umbra_gateway::config::RawLimits {
+        header_timeout_seconds: Some(1),
+        max_header_bytes: Some(8192),
+        max_body_bytes: Some(1000),
+        max_connections_per_source: Some(3),
+        ..Default::default()
+    };
+    let rig = Rig::start_custom(300, limits).await;
+
+    // Slowloris: half a request, then silence; the gateway hangs up.
+    let mut slow = rig.tls().await.expect("tls");
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: demo\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "a client too slow with its headers is disconnected"
+    );
+    drop(slow);
+
+    // Headers over the limit.
+    let big = "x".repeat(20_000);
+    let (status, _) = rig
+        .get(
+            &rig.device,
+            "demo",
+            "/",
+            Some(&rig.token),
+            &[("x-filler", big.as_str())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::from_u16(431).expect("status"));
+
+    // A declared body over the limit: 413, audited.
+    let r = rig
+        .client(Some(&rig.device))
+        .post(format!("{}/upload", rig.gw_url))
+        .header("host", "demo")
+        .bearer_auth(&rig.token)
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    rig.tc.wait_audit("gateway.access", "body_too_large").await;
+
+    // Three connections from one address; the fourth is turned away until
+    // one of the three closes.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(rig.tls().await.expect("within the limit"));
+    }
+    assert!(rig.tls().await.is_err(), "the fourth connection is refused");
+    held.pop();
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(s) = rig.tls().await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a freed place can be taken again");
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_gets_a_clear_502_and_an_audit_record() {
+    let rig = Rig::start().await;
+    let (status, body) = rig
+        .get(&rig.device, "down", "/", Some(&rig.token), &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(error_code(&body), "upstream_unavailable");
+    rig.tc.wait_audit("gateway.access", "upstream failed").await;
 }

@@ -44,7 +44,34 @@ pub struct RawConfig {
     pub resync_interval_seconds: Option<u64>,
     pub assertion_ttl_seconds: Option<u64>,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+/// `[limits]`: what one client may hold or send.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub header_timeout_seconds: Option<u64>,
+    pub handshake_timeout_seconds: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub max_connections_per_source: Option<usize>,
+}
+
+/// Validated `[limits]`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A client gets this long to send a request's headers (slowloris).
+    pub header_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// Request line and headers together.
+    pub max_header_bytes: usize,
+    /// Request bodies; larger ones get 413 (declared) or are cut (chunked).
+    pub max_body_bytes: u64,
+    /// Open connections from one source address.
+    pub max_connections_per_source: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +132,7 @@ pub struct Config {
     /// Full resynchronization period, on top of pushed events.
     pub resync_interval: Duration,
     pub assertion_ttl_secs: i64,
+    pub limits: Limits,
     pub routes: Vec<Route>,
 }
 
@@ -193,6 +221,7 @@ impl RawConfig {
         if !(5..=600).contains(&assertion_ttl) {
             return Err(invalid("assertion_ttl_seconds", "must be 5..=600"));
         }
+        let limits = self.limits.validate()?;
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -262,7 +291,48 @@ impl RawConfig {
             max_staleness: Duration::from_secs(max_staleness),
             resync_interval: Duration::from_secs(resync),
             assertion_ttl_secs: assertion_ttl as i64,
+            limits,
             routes,
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<Limits, ConfigError> {
+        let secs = |key: &str, v: Option<u64>, default: u64| {
+            let v = v.unwrap_or(default);
+            if (1..=300).contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                Err(invalid(format!("limits.{key}"), "must be 1..=300"))
+            }
+        };
+        // hyper needs at least 8 KiB of read buffer.
+        let max_header_bytes = self.max_header_bytes.unwrap_or(32 * 1024);
+        if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(invalid("limits.max_header_bytes", "must be 8192..=1048576"));
+        }
+        let max_body_bytes = self.max_body_bytes.unwrap_or(100 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1"));
+        }
+        let per_source = self.max_connections_per_source.unwrap_or(256);
+        if !(1..=1_000_000).contains(&per_source) {
+            return Err(invalid(
+                "limits.max_connections_per_source",
+                "must be 1..=1000000",
+            ));
+        }
+        Ok(Limits {
+            header_timeout: secs("header_timeout_seconds", self.header_timeout_seconds, 10)?,
+            handshake_timeout: secs(
+                "handshake_timeout_seconds",
+                self.handshake_timeout_seconds,
+                10,
+            )?,
+            max_header_bytes,
+            max_body_bytes,
+            max_connections_per_source: per_source,
         })
     }
 }

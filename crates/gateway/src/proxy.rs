@@ -31,7 +31,10 @@ use crate::config::Route;
 use crate::{Gateway, headers, path};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
-pub type Upstreams = Client<HttpConnector, Incoming>;
+/// Request bodies are streamed to the upstream, never buffered whole, and
+/// cut at the configured limit.
+pub type UpstreamBody = http_body_util::Limited<Incoming>;
+pub type Upstreams = Client<HttpConnector, UpstreamBody>;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -260,6 +263,21 @@ pub async fn handle(
             .await;
     }
 
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max_body = gw.config.limits.max_body_bytes;
+    if declared.is_some_and(|n| n > max_body) {
+        return audit
+            .deny(
+                &format!("body_too_large: over {max_body} bytes"),
+                ErrorCode::PayloadTooLarge,
+                "request body too large",
+            )
+            .await;
+    }
     let forged = headers::sanitize_request(req.headers_mut());
     let assertion = match gw.assertions.assert(&claims, &route.service, now) {
         Ok(a) => a,
@@ -319,6 +337,8 @@ pub async fn handle(
     if forged > 0 {
         reason.push_str(&format!("; {forged} client identity header(s) stripped"));
     }
+    let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+    let req = req.map(|body| http_body_util::Limited::new(body, limit));
     match tokio::time::timeout(UPSTREAM_TIMEOUT, upstreams.request(req)).await {
         Ok(Ok(mut resp)) => {
             audit.record("allow", &reason);

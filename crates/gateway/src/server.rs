@@ -17,8 +17,6 @@ use umbra_proto::control::GatewayAuditRecord;
 use crate::Gateway;
 use crate::proxy::{self, Conn};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown`; also runs the control channel and the audit
@@ -49,6 +47,8 @@ pub async fn run(
     tasks.spawn(crate::audit::run(gw.clone(), shutdown.clone()));
     tasks.spawn(crate::renew::run(gw.clone(), shutdown.clone()));
     let graceful = GracefulShutdown::new();
+    let per_source = Arc::new(PerSource::default());
+    let limits = gw.config.limits.clone();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, name = gw.name(), "gateway listening (mTLS)");
     }
@@ -64,17 +64,25 @@ pub async fn run(
                 }
             },
         };
+        let Some(slot) = per_source.take(addr.ip(), limits.max_connections_per_source) else {
+            tracing::debug!(%addr, "too many connections from this source; closed");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
+        let limits = limits.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         let gw = gw.clone();
         let upstreams = upstreams.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return handshake_failed(&gw, addr, &e),
-                Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
-            };
+            let _slot = slot;
+            let stream =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return handshake_failed(&gw, addr, &e),
+                    Err(_) => return tracing::debug!(%addr, "TLS handshake timed out"),
+                };
             // rustls has verified the chain and DeviceAdmission the rest;
             // a connection without a parsable device certificate is closed.
             let peer = stream
@@ -108,7 +116,8 @@ pub async fn run(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
@@ -148,5 +157,49 @@ fn handshake_failed(gw: &Gateway, addr: std::net::SocketAddr, e: &std::io::Error
             request_id: String::new(),
         }),
         _ => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+    }
+}
+
+/// Open connections per source address: one client cannot hold them all.
+#[derive(Default)]
+struct PerSource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// Held for the life of one connection; gives its place back when dropped.
+struct Slot {
+    table: Arc<PerSource>,
+    ip: std::net::IpAddr,
+}
+
+impl PerSource {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<Slot> {
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
     }
 }
