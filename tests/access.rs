@@ -53,7 +53,21 @@ impl Rig {
         Self::start_custom(resync_secs, umbra_gateway::config::RawLimits::default()).await
     }
 
+    /// With extra routes, granted to alice.
+    pub async fn start_routes(extra: Vec<RawRoute>) -> Self {
+        Self::build(300, umbra_gateway::config::RawLimits::default(), extra).await
+    }
+
     pub async fn start_custom(resync_secs: u64, limits: umbra_gateway::config::RawLimits) -> Self {
+        Self::build(resync_secs, limits, Vec::new()).await
+    }
+
+    async fn build(
+        resync_secs: u64,
+        limits: umbra_gateway::config::RawLimits,
+        extra: Vec<RawRoute>,
+    ) -> Self {
+        let extra_services: Vec<String> = extra.iter().map(|r| r.service.clone()).collect();
         let tc = support::start().await;
         let alice = tc.create_user("alice", &["eng"]).await;
         let device = tc.enroll("alice").await;
@@ -92,7 +106,7 @@ impl Rig {
             upstream: upstream_url.clone(),
             protocol: None,
         };
-        let raw = RawConfig {
+        let mut raw = RawConfig {
             controller_url: tc.url.clone(),
             listen: listener.local_addr().expect("addr").to_string(),
             public_url: Some(gw_url.clone()),
@@ -130,6 +144,7 @@ impl Rig {
                 },
             ],
         };
+        raw.routes.extend(extra);
         let gw = Gateway::start(raw.validate().expect("config"), Arc::new(tc.clock.clone()))
             .await
             .expect("gateway start");
@@ -159,26 +174,28 @@ impl Rig {
         put("secret", json!({ "allow_users": ["bob"] })).await;
         put("echo", json!({ "allow_users": ["alice"] })).await;
         put("down", json!({ "allow_users": ["alice"] })).await;
+        for service in &extra_services {
+            put(service, json!({ "allow_users": ["alice"] })).await;
+        }
         put("secret-tcp", json!({ "allow_users": ["bob"] })).await;
         let (status, login) = tc.login(&device, &alice).await;
         assert_eq!(status, StatusCode::OK, "{login}");
         let session_token = login["token"].as_str().expect("token").to_owned();
+        let mut expected = vec!["billing", "demo", "down", "echo"];
+        expected.extend(extra_services.iter().map(String::as_str));
+        expected.sort_unstable();
         let services: Vec<&str> = login["services"]
             .as_array()
             .expect("services")
             .iter()
             .filter_map(|s| s["name"].as_str())
             .collect();
-        assert_eq!(
-            services,
-            ["billing", "demo", "down", "echo"],
-            "login lists granted services only"
-        );
+        assert_eq!(services, expected, "login lists granted services only");
         let view = gw.view.clone();
         eventually(
             "gateway synced with all grants",
             Duration::from_secs(10),
-            || view.is_fresh() && view.seq() >= Some(6),
+            || view.is_fresh() && view.seq() >= Some(6 + extra_services.len() as i64),
         )
         .await;
         Self {
@@ -999,4 +1016,144 @@ async fn an_upstream_that_is_down_gets_a_clear_502_and_an_audit_record() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(error_code(&body), "upstream_unavailable");
     rig.tc.wait_audit("gateway.access", "upstream failed").await;
+}
+
+/// `sshd` on a loopback port with throw-away keys, for the test's own
+/// user (key authentication only). Needs root (privilege separation).
+struct Sshd {
+    _process: support::Running,
+    port: u16,
+    client_key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn keygen(path: &std::path::Path) {
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen must be installed (apt-get install openssh-client)")
+        .success();
+    assert!(ok, "ssh-keygen");
+}
+
+impl Sshd {
+    /// `None` (after saying why) where sshd cannot run; under CI=true that
+    /// is a failure.
+    fn start() -> Option<Self> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let sshd = std::path::Path::new("/usr/sbin/sshd");
+        // sshd's privilege separation needs root.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !sshd.exists() || !root {
+            assert!(
+                !ci,
+                "CI needs sshd (openssh-server) and root for the SSH tunnel test"
+            );
+            eprintln!("skipping: sshd or root unavailable");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("keys");
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let port = support::free_port();
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile none\n\
+                 AuthorizedKeysFile {keys}\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nAllowUsers {user}\n",
+                host = d.join("host_key").display(),
+                keys = d.join("authorized_keys").display(),
+            ),
+        )
+        .expect("config");
+        let process = support::Running(
+            std::process::Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(d.join("sshd_config"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("sshd"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self {
+            _process: process,
+            port,
+            client_key: d.join("client_key"),
+            _dir: dir,
+        })
+    }
+}
+
+// Multi-threaded: the gateway and the agent run here while `ssh` runs as a
+// child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_works_through_a_tcp_tunnel() {
+    let Some(sshd) = Sshd::start() else { return };
+    let rig = Rig::start_routes(vec![RawRoute {
+        service: "ssh".into(),
+        host: None,
+        path_prefix: None,
+        upstream: format!("tcp://127.0.0.1:{}", sshd.port),
+        protocol: Some("tcp".into()),
+    }])
+    .await;
+    let (_keep, dir) = rig.agent_dir(&rig.device);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let local = listener.local_addr().expect("addr").port();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(umbra_agent::tunnel::run(
+        dir,
+        Arc::new(rig.tcp_access("ssh")),
+        listener,
+        stop,
+    ));
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let out = tokio::process::Command::new("ssh")
+        .args(["-p", &local.to_string(), "-i"])
+        .arg(&sshd.client_key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("echo through-the-tunnel")
+        .output()
+        .await
+        .expect("ssh");
+    assert!(
+        out.status.success(),
+        "ssh through the tunnel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through-the-tunnel"
+    );
+    rig.tc.wait_audit("gateway.tunnel", "tunnel opened").await;
 }
