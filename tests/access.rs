@@ -1157,3 +1157,118 @@ async fn ssh_works_through_a_tcp_tunnel() {
     );
     rig.tc.wait_audit("gateway.tunnel", "tunnel opened").await;
 }
+
+/// A WebSocket echo server on a loopback port (the service behind the gateway).
+async fn websocket_echo(shutdown: CancellationToken) -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                () = shutdown.cancelled() => return,
+                a = listener.accept() => match a { Ok((t, _)) => t, Err(_) => continue },
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn websockets_upgrade_through_the_gateway_and_are_cut_on_revocation() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let ws_port = websocket_echo(stop).await;
+    let rig = Rig::start_routes(vec![RawRoute {
+        service: "ws".into(),
+        host: None,
+        path_prefix: None,
+        upstream: format!("http://127.0.0.1:{ws_port}"),
+        protocol: None,
+    }])
+    .await;
+    let tls = rig.tls().await.expect("tls");
+    let mut request = "wss://ws/chat".into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", rig.token).parse().expect("header"),
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("the upgrade succeeds");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hello over a websocket"))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("ok");
+    assert_eq!(
+        echoed.into_text().expect("text").as_str(),
+        "hello over a websocket"
+    );
+    rig.tc.wait_audit("gateway.access", "upgraded").await;
+
+    // Through the agent's local port, as a browser or CLI would use it.
+    let (_keep, dir) = rig.agent_dir(&rig.device);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let local = listener.local_addr().expect("addr");
+    let agent_stop = CancellationToken::new();
+    let _agent_stop = agent_stop.clone().drop_guard();
+    tokio::spawn(async move { umbra_agent::connect::run(dir, "ws", listener, agent_stop).await });
+    let (mut via_agent, _) = tokio_tungstenite::connect_async(format!("ws://{local}/chat"))
+        .await
+        .expect("upgrade through the agent");
+    via_agent
+        .send(Message::text("via the agent"))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), via_agent.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("ok");
+    assert_eq!(echoed.into_text().expect("text").as_str(), "via the agent");
+
+    // Without a session token the upgrade is refused like any request.
+    let tls = rig.tls().await.expect("tls");
+    let refused = tokio_tungstenite::client_async("wss://ws/chat", tls).await;
+    assert!(refused.is_err(), "no token, no upgrade");
+
+    // Revoking the session cuts the live WebSocket.
+    let sid = rig.login["session_id"].as_str().expect("sid").to_owned();
+    rig.tc
+        .admin_post(&format!("/api/v1/admin/sessions/{sid}/revoke"), json!({}))
+        .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the socket is cut in time");
+    assert!(
+        !matches!(next, Some(Ok(Message::Text(_)))),
+        "no more messages after the revocation: {next:?}"
+    );
+    rig.tc
+        .wait_audit("gateway.access", "upgraded connection cut: session_revoked")
+        .await;
+}

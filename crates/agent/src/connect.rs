@@ -110,6 +110,7 @@ pub async fn run(
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%addr, error = %e, "local connection ended with an error");
@@ -207,7 +208,26 @@ async fn forward(
         Ok(v) => headers.insert(http::header::AUTHORIZATION, v),
         Err(_) => return local_error(StatusCode::UNAUTHORIZED, "unusable session token"),
     };
+    // An upgrade (WebSocket): once the gateway answers 101, the local and
+    // the gateway connections are joined.
+    let wants_upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let local_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     match client.request(req).await {
+        Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            if let Some(local) = local_upgrade {
+                let remote = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(local), Ok(remote)) = (local.await, remote.await) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(local),
+                            &mut TokioIo::new(remote),
+                        )
+                        .await;
+                    }
+                });
+            }
+            resp.map(BodyExt::boxed)
+        }
         Ok(resp) => resp.map(BodyExt::boxed),
         Err(e) => {
             tracing::warn!(error = %e, gateway = %access.gateway_url, "gateway unreachable");

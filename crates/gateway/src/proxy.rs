@@ -134,6 +134,22 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` with an
+/// `Upgrade` header), if any.
+fn upgrade_protocol(h: &http::HeaderMap) -> Option<HeaderValue> {
+    let asks = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        h.get(http::header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
 /// The most specific route for `host` and `path`: the longest prefix wins.
 pub fn route<'r>(routes: &'r [Route], host: &str, path: &str) -> Option<&'r Route> {
     routes
@@ -278,7 +294,19 @@ pub async fn handle(
             )
             .await;
     }
+    // An upgrade (WebSocket) keeps its two hop-by-hop headers for the
+    // upstream; everything else hop-by-hop goes.
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let forged = headers::sanitize_request(req.headers_mut());
+    if let Some(protocol) = &upgrade {
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        req.headers_mut()
+            .insert(http::header::UPGRADE, protocol.clone());
+    }
     let assertion = match gw.assertions.assert(&claims, &route.service, now) {
         Ok(a) => a,
         Err(e) => {
@@ -340,6 +368,48 @@ pub async fn handle(
     let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
     let req = req.map(|body| http_body_util::Limited::new(body, limit));
     match tokio::time::timeout(UPSTREAM_TIMEOUT, upstreams.request(req)).await {
+        Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let Some(client_upgrade) = client_upgrade else {
+                // 101 to a request that asked for no upgrade: refuse it.
+                audit.record("allow", &format!("{reason}; unsolicited 101 from upstream"));
+                return refusal(
+                    ErrorCode::UpstreamUnavailable,
+                    "upstream switched protocols unasked",
+                    &audit.request_id,
+                );
+            };
+            audit.record("allow", &format!("{reason}; upgraded"));
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (gw2, conn2) = (gw.clone(), conn.clone());
+            let (actor, resource) = (audit.actor.clone(), audit.resource.clone());
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
+                else {
+                    return;
+                };
+                let ended = crate::tunnel::relay_checked(
+                    &gw2,
+                    &conn2,
+                    &claims,
+                    hyper_util::rt::TokioIo::new(client),
+                    hyper_util::rt::TokioIo::new(upstream),
+                )
+                .await;
+                if let Some(why) = ended {
+                    gw2.audit.record(GatewayAuditRecord {
+                        ts: gw2.now(),
+                        actor,
+                        source_ip: conn2.addr.ip().to_string(),
+                        action: "gateway.access".into(),
+                        resource,
+                        outcome: "deny".into(),
+                        reason: format!("upgraded connection cut: {why}"),
+                        request_id: String::new(),
+                    });
+                }
+            });
+            resp.map(BodyExt::boxed)
+        }
         Ok(Ok(mut resp)) => {
             audit.record("allow", &reason);
             headers::sanitize_response(resp.headers_mut());

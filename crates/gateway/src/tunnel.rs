@@ -226,6 +226,34 @@ where
     relay(&gw, &conn, &claims, stream, upstream, &actor, &resource).await;
 }
 
+/// Relays `a` ⇄ `b` until either side ends (`None`) or the session stops
+/// being authorized (`Some(why)`, both sides dropped).
+pub async fn relay_checked<A, B>(
+    gw: &Gateway,
+    conn: &Conn,
+    claims: &SessionClaims,
+    mut a: A,
+    mut b: B,
+) -> Option<&'static str>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut tick = tokio::time::interval(RECHECK);
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return None,
+            _ = tick.tick() => {
+                if let Some(why) = revoked(gw, conn, claims) {
+                    return Some(why);
+                }
+            }
+        }
+    }
+}
+
 /// Relays until either side ends or the tunnel stops being authorized.
 async fn relay<S>(
     gw: &Gateway,
