@@ -74,7 +74,7 @@ impl Rig {
         let token = tc
             .admin_post(
                 "/api/v1/admin/gateways",
-                json!({ "name": "gw1", "sans": ["127.0.0.1", "localhost"] }),
+                json!({ "name": "gw1", "sans": ["127.0.0.1", "localhost", "h2", "demo"] }),
             )
             .await["token"]
             .as_str()
@@ -105,6 +105,7 @@ impl Rig {
             path_prefix: Some(prefix.into()),
             upstream: upstream_url.clone(),
             protocol: None,
+            upstream_http2: None,
         };
         let mut raw = RawConfig {
             controller_url: tc.url.clone(),
@@ -127,6 +128,7 @@ impl Rig {
                     path_prefix: None,
                     upstream: format!("http://127.0.0.1:{}", support::free_port()),
                     protocol: None,
+                    upstream_http2: None,
                 },
                 RawRoute {
                     service: "echo".into(),
@@ -134,6 +136,7 @@ impl Rig {
                     path_prefix: None,
                     upstream: echo_url.clone(),
                     protocol: Some("tcp".into()),
+                    upstream_http2: None,
                 },
                 RawRoute {
                     service: "secret-tcp".into(),
@@ -141,6 +144,7 @@ impl Rig {
                     path_prefix: None,
                     upstream: echo_url,
                     protocol: Some("tcp".into()),
+                    upstream_http2: None,
                 },
             ],
         };
@@ -1110,6 +1114,7 @@ async fn ssh_works_through_a_tcp_tunnel() {
         path_prefix: None,
         upstream: format!("tcp://127.0.0.1:{}", sshd.port),
         protocol: Some("tcp".into()),
+        upstream_http2: None,
     }])
     .await;
     let (_keep, dir) = rig.agent_dir(&rig.device);
@@ -1200,6 +1205,7 @@ async fn websockets_upgrade_through_the_gateway_and_are_cut_on_revocation() {
         path_prefix: None,
         upstream: format!("http://127.0.0.1:{ws_port}"),
         protocol: None,
+        upstream_http2: None,
     }])
     .await;
     let tls = rig.tls().await.expect("tls");
@@ -1268,5 +1274,89 @@ async fn websockets_upgrade_through_the_gateway_and_are_cut_on_revocation() {
     );
     rig.tc
         .wait_audit("gateway.access", "upgraded connection cut: session_revoked")
+        .await;
+}
+
+#[tokio::test]
+async fn http2_from_the_client_and_to_an_upstream_that_speaks_it() {
+    // The same demo upstream speaks h2c; this route asks for it.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = upstream.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(umbra_gateway::demo::serve(upstream, stop));
+    let rig = Rig::start_routes(vec![RawRoute {
+        service: "h2".into(),
+        host: None,
+        path_prefix: None,
+        upstream: format!("http://{addr}"),
+        protocol: None,
+        upstream_http2: Some(true),
+    }])
+    .await;
+    let chain = vec![CertificateDer::from_pem_slice(rig.device.cert_pem.as_bytes()).expect("c")];
+    let key = PrivateKeyDer::from_pem_slice(rig.device.key_pem.as_bytes()).expect("k");
+    let mut tls = umbra_pki::tls::client_config(&rig.tc.ca(), Some((chain, key))).expect("tls");
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    // Over HTTP/2 the service is named by :authority, so the client uses
+    // the service's name (one of the gateway certificate's SANs).
+    let gw_addr: std::net::SocketAddr = rig
+        .gw_url
+        .trim_start_matches("https://")
+        .parse()
+        .expect("addr");
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("h2", gw_addr)
+        .resolve("demo", gw_addr)
+        .build()
+        .expect("client");
+    for (service, upstream_version) in [("h2", "HTTP/2.0"), ("demo", "HTTP/1.1")] {
+        let resp = client
+            .get(format!("https://{service}:{}/v/1", gw_addr.port()))
+            .bearer_auth(&rig.token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            resp.version(),
+            reqwest::Version::HTTP_2,
+            "client side is h2"
+        );
+        let echo: Value = resp.json().await.expect("json");
+        assert_eq!(echo["version"], upstream_version, "{service}: {echo}");
+        assert_eq!(echo["headers"]["x-auth-user"], "alice");
+    }
+}
+
+#[tokio::test]
+async fn withdrawing_a_grant_cuts_the_live_tunnels_to_that_service() {
+    let rig = Rig::start().await;
+    let (_keep, dir) = rig.agent_dir(&rig.device);
+    let mut tunnel = umbra_agent::tunnel::open(&dir, &rig.tcp_access("echo"))
+        .await
+        .expect("tunnel");
+    echo_round_trip(&mut tunnel, b"before\n").await;
+    let (status, body) = rig
+        .tc
+        .public()
+        .call(
+            Method::DELETE,
+            "/api/v1/admin/services/echo",
+            Some(&rig.tc.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
+        .await
+        .expect("the tunnel is cut in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF once the grant is gone");
+    rig.tc
+        .wait_audit("gateway.tunnel", "tunnel cut: grant_withdrawn")
         .await;
 }

@@ -22,26 +22,10 @@ pub fn new_key_and_csr(hostname: &str) -> Result<DeviceKey, crate::AgentError> {
     })
 }
 
-/// This machine's posture as far as an unprivileged process can tell.
-/// Security-relevant fields this first cut cannot measure are reported as
-/// not satisfied, never as satisfied (the agent issue adds real probes).
+/// This machine's posture, from the collectors in [`crate::posture`] run
+/// on `/`. What the agent cannot measure (the firewall when not root, for
+/// one) is reported as unknown, never as satisfied or failed.
 pub fn local_posture(device_id: &str) -> PostureReport {
-    let hostname = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let os_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    PostureReport {
-        device_id: device_id.to_owned(),
-        hostname,
-        os_version,
-        patch_level: "unknown".into(),
-        antivirus_status: false,
-        firewall_enabled: false,
-        disk_encryption: false,
-        last_scan: String::new(),
-    }
+    let now = crate::posture::unix_now();
+    crate::posture::collect(std::path::Path::new("/"), now).report(device_id)
 }

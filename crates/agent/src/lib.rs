@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`dir`]: the agent's state directory (key, certificate, session).
 //! - [`device`]: key pair, CSR and the posture report.
+//! - [`posture`]: the Linux posture collectors and when to report again.
 //! - [`controller`]: enrollment, login, logout and session status.
 //! - [`connect`]: the local port-forward to a service behind a gateway.
 //! - [`tunnel`]: the same for TCP services, one TLS tunnel per connection.
@@ -13,6 +14,7 @@ pub mod connect;
 pub mod controller;
 pub mod device;
 pub mod dir;
+pub mod posture;
 pub mod tunnel;
 
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,8 @@ pub struct RawRoute {
     pub upstream: String,
     /// `http` (default) or `tcp`.
     pub protocol: Option<String>,
+    /// Speak HTTP/2 (cleartext, prior knowledge) to this HTTP upstream.
+    pub upstream_http2: Option<bool>,
 }
 
 /// A validated route: requests for `host` whose normalized path is under
@@ -91,6 +93,8 @@ pub struct RawRoute {
 pub struct Route {
     pub service: String,
     pub protocol: umbra_proto::control::Protocol,
+    /// HTTP/2 without TLS to the upstream (the upstream speaks h2c).
+    pub upstream_http2: bool,
     /// Lowercase, without port.
     pub host: String,
     pub path_prefix: String,
@@ -265,16 +269,36 @@ impl RawConfig {
                 }
             }
             .map_err(|m| invalid(key("upstream"), m))?;
-            if routes
-                .iter()
-                .any(|o: &Route| o.host == host && o.path_prefix == prefix)
+            // TCP routes are not routed by host: only HTTP ones can clash.
+            let http = protocol == umbra_proto::control::Protocol::Http;
+            if http
+                && routes.iter().any(|o: &Route| {
+                    o.protocol == umbra_proto::control::Protocol::Http
+                        && o.host == host
+                        && o.path_prefix == prefix
+                })
             {
                 return Err(invalid(
                     key("path_prefix"),
                     format!("{host}{prefix} is already routed by an earlier route"),
                 ));
             }
+            // A service is either HTTP or TCP: login tells the agent which.
+            if http
+                && routes.iter().any(|o: &Route| {
+                    o.service == r.service && o.protocol == umbra_proto::control::Protocol::Tcp
+                })
+            {
+                return Err(invalid(
+                    key("service"),
+                    "already a TCP service; a service is HTTP or TCP",
+                ));
+            }
+            if r.upstream_http2 == Some(true) && protocol != umbra_proto::control::Protocol::Http {
+                return Err(invalid(key("upstream_http2"), "only for HTTP routes"));
+            }
             routes.push(Route {
+                upstream_http2: r.upstream_http2.unwrap_or(false),
                 protocol,
                 service: r.service,
                 host,
@@ -343,9 +367,9 @@ fn parse_tcp_upstream(text: &str) -> Result<http::uri::Authority, String> {
         .strip_prefix("tcp://")
         .ok_or_else(|| format!("{text:?}: a TCP upstream is tcp://host:port"))?;
     let authority: http::uri::Authority = rest.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    if authority.port_u16().is_none() || rest.contains('/') {
+    if authority.port_u16().is_none() || rest.contains('/') || rest.contains('@') {
         return Err(format!(
-            "{text:?}: tcp://host:port, with a port and nothing after it"
+            "{text:?}: tcp://host:port, with a port, no user and nothing after it"
         ));
     }
     Ok(authority)
@@ -414,6 +438,16 @@ upstream = "http://127.0.0.1:8081"
                 "[[routes]]",
                 "[[routes]]\nservice = \"other\"\npath_prefix = \"/v1/charges\"\nhost = \"billing\"\nupstream = \"http://127.0.0.1:1\"\n[[routes]]",
                 "routes[1].path_prefix",
+            ),
+            (
+                "[[routes]]",
+                "[[routes]]\nservice = \"billing\"\nprotocol = \"tcp\"\nupstream = \"tcp://127.0.0.1:5432\"\n[[routes]]",
+                "routes[1].service",
+            ),
+            (
+                "\"http://127.0.0.1:8081\"",
+                "\"http://127.0.0.1:8081\"\n[[routes]]\nservice = \"pg\"\nprotocol = \"tcp\"\nupstream = \"tcp://u@10.0.0.5:5432\"",
+                "routes[1].upstream",
             ),
         ];
         for (from, to, expect) in cases {

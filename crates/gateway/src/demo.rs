@@ -27,6 +27,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     let body = serde_json::json!({
         "service": "umbra demo upstream",
         "method": req.method().as_str(),
+        "version": format!("{:?}", req.version()),
         "path": req.uri().path_and_query().map_or("/", |p| p.as_str()),
         "headers": headers,
     });
@@ -71,9 +72,11 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
             },
         };
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(echo))
-                .await;
+            // HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(echo))
+                    .await;
         });
     }
 }

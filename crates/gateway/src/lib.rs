@@ -77,6 +77,9 @@ pub struct Gateway {
     pub issuer: std::sync::RwLock<Option<String>>,
     /// Set when the controller revokes this gateway: it refuses everything.
     pub revoked: std::sync::atomic::AtomicBool,
+    /// Cancelled when the server stops: long-lived relays (tunnels,
+    /// upgraded connections) end with it.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -131,6 +134,7 @@ impl Gateway {
             validity: std::sync::RwLock::new(validity),
             issuer: std::sync::RwLock::new(None),
             revoked: std::sync::atomic::AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new(),
         }))
     }
 

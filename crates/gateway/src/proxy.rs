@@ -34,19 +34,32 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// Request bodies are streamed to the upstream, never buffered whole, and
 /// cut at the configured limit.
 pub type UpstreamBody = http_body_util::Limited<Incoming>;
-pub type Upstreams = Client<HttpConnector, UpstreamBody>;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A keep-alive pool for the upstreams.
+/// Keep-alive pools for the upstreams: HTTP/1.1, and HTTP/2 (cleartext,
+/// prior knowledge) for routes that ask for it.
+#[derive(Clone)]
+pub struct Upstreams {
+    http1: Client<HttpConnector, UpstreamBody>,
+    http2: Client<HttpConnector, UpstreamBody>,
+}
+
 pub fn upstream_client() -> Upstreams {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
+    let build = |http2: bool| {
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .http2_only(http2)
+            .build(connector.clone())
+    };
+    Upstreams {
+        http1: build(false),
+        http2: build(true),
+    }
 }
 
 /// The connection a request arrived on.
@@ -359,7 +372,12 @@ pub async fn handle(
             .await;
     };
     *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_11;
+    let (client, version) = if route.upstream_http2 {
+        (&upstreams.http2, http::Version::HTTP_2)
+    } else {
+        (&upstreams.http1, http::Version::HTTP_11)
+    };
+    *req.version_mut() = version;
 
     let mut reason = decision.reason;
     if forged > 0 {
@@ -367,7 +385,7 @@ pub async fn handle(
     }
     let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
     let req = req.map(|body| http_body_util::Limited::new(body, limit));
-    match tokio::time::timeout(UPSTREAM_TIMEOUT, upstreams.request(req)).await {
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(req)).await {
         Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let Some(client_upgrade) = client_upgrade else {
                 // 101 to a request that asked for no upgrade: refuse it.
@@ -387,15 +405,21 @@ pub async fn handle(
                 else {
                     return;
                 };
+                let service = resource
+                    .strip_prefix("service:")
+                    .and_then(|r| r.split(' ').next())
+                    .unwrap_or_default()
+                    .to_owned();
                 let ended = crate::tunnel::relay_checked(
                     &gw2,
                     &conn2,
                     &claims,
+                    &service,
                     hyper_util::rt::TokioIo::new(client),
                     hyper_util::rt::TokioIo::new(upstream),
                 )
                 .await;
-                if let Some(why) = ended {
+                if let crate::tunnel::Ended::Cut(why) = ended {
                     gw2.audit.record(GatewayAuditRecord {
                         ts: gw2.now(),
                         actor,

@@ -132,6 +132,8 @@ pub async fn run(
         });
     }
     drop(listener);
+    // Relays never end by themselves: end them, then drain the rest.
+    gw.stop.cancel();
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -8,8 +8,9 @@
 //! get the same refusal), connects to the upstream and answers with one
 //! line. From then on bytes flow both ways with backpressure and half-close
 //! (`copy_bidirectional`). While it flows, the tunnel is re-checked against
-//! the view: a revoked session, device or user, or the session's expiry,
-//! closes it.
+//! the view every 250 ms: a revoked session, device or user, a withdrawn
+//! grant, the session's expiry, a stale view or a revoked gateway closes
+//! it; so does the gateway's shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,9 +114,15 @@ where
         "service:{}",
         open.service.chars().take(64).collect::<String>()
     );
-    if gw.revoked.load(std::sync::atomic::Ordering::SeqCst) || !gw.view.is_fresh() {
-        gw.audit
-            .record(deny(&device_actor, &resource, "gateway_state_stale"));
+    let unavailable = if gw.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+        Some("gateway_revoked")
+    } else if !gw.view.is_fresh() {
+        Some("gateway_state_stale")
+    } else {
+        None
+    };
+    if let Some(reason) = unavailable {
+        gw.audit.record(deny(&device_actor, &resource, reason));
         let _ = reply(
             &mut stream,
             &refusal(ErrorCode::Unavailable, "service unavailable, retry later"),
@@ -226,15 +233,27 @@ where
     relay(&gw, &conn, &claims, stream, upstream, &actor, &resource).await;
 }
 
-/// Relays `a` ⇄ `b` until either side ends (`None`) or the session stops
-/// being authorized (`Some(why)`, both sides dropped).
+/// How a relay ended.
+pub enum Ended {
+    /// One side closed (bytes up, bytes down).
+    Closed(u64, u64),
+    Failed(std::io::Error),
+    /// The session stopped being authorized; both sides were dropped.
+    Cut(&'static str),
+    Shutdown,
+}
+
+/// Relays `a` ⇄ `b` (backpressure and half-close from
+/// `copy_bidirectional`) while the session stays authorized for `service`,
+/// re-checked every [`RECHECK`].
 pub async fn relay_checked<A, B>(
     gw: &Gateway,
     conn: &Conn,
     claims: &SessionClaims,
+    service: &str,
     mut a: A,
     mut b: B,
-) -> Option<&'static str>
+) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -244,61 +263,86 @@ where
     tokio::pin!(copy);
     loop {
         tokio::select! {
-            _ = &mut copy => return None,
+            r = &mut copy => return match r {
+                Ok((up, down)) => Ended::Closed(up, down),
+                Err(e) => Ended::Failed(e),
+            },
+            () = gw.stop.cancelled() => return Ended::Shutdown,
             _ = tick.tick() => {
-                if let Some(why) = revoked(gw, conn, claims) {
-                    return Some(why);
+                if let Err(why) = still_authorized(gw, conn, claims, service) {
+                    return Ended::Cut(why);
                 }
             }
         }
     }
 }
 
-/// Relays until either side ends or the tunnel stops being authorized.
+/// Relays a tunnel and records how it ended.
 async fn relay<S>(
     gw: &Gateway,
     conn: &Conn,
     claims: &SessionClaims,
-    mut stream: S,
-    mut upstream: TcpStream,
+    stream: S,
+    upstream: TcpStream,
     actor: &str,
     resource: &str,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut tick = tokio::time::interval(RECHECK);
-    let copy = tokio::io::copy_bidirectional(&mut stream, &mut upstream);
-    tokio::pin!(copy);
-    let ended = loop {
-        tokio::select! {
-            r = &mut copy => break match r {
-                Ok((up, down)) => format!("tunnel closed: {up} bytes up, {down} down"),
-                Err(e) => format!("tunnel ended: {e}"),
-            },
-            _ = tick.tick() => {
-                if let Some(why) = revoked(gw, conn, claims) {
-                    gw.audit.record(record(gw, conn, actor, resource, "deny", &format!("tunnel cut: {why}")));
-                    return;
-                }
-            }
-        }
+    let service = resource.strip_prefix("service:").unwrap_or(resource);
+    let (outcome, reason) = match relay_checked(gw, conn, claims, service, stream, upstream).await {
+        Ended::Closed(up, down) => (
+            "allow",
+            format!("tunnel closed: {up} bytes up, {down} down"),
+        ),
+        Ended::Failed(e) => ("allow", format!("tunnel ended: {e}")),
+        Ended::Cut(why) => ("deny", format!("tunnel cut: {why}")),
+        Ended::Shutdown => ("allow", "tunnel closed: gateway shutting down".to_owned()),
     };
-    tracing::debug!(%actor, %resource, %ended);
+    gw.audit
+        .record(record(gw, conn, actor, resource, outcome, &reason));
 }
 
-/// Why a live tunnel must end now, if it must.
-fn revoked(gw: &Gateway, conn: &Conn, claims: &SessionClaims) -> Option<&'static str> {
+/// Whether a live connection may go on: the gateway is in service and in
+/// touch with the controller, the session is unexpired and unrevoked, and
+/// the service is still granted.
+pub fn still_authorized(
+    gw: &Gateway,
+    conn: &Conn,
+    claims: &SessionClaims,
+    service: &str,
+) -> Result<(), &'static str> {
+    if gw.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("gateway_revoked");
+    }
+    if !gw.view.is_fresh() {
+        return Err("gateway_state_stale");
+    }
     if claims.exp <= gw.now() {
-        return Some("session_expired");
+        return Err("session_expired");
     }
     let v = gw.view.read();
     if v.sessions.contains(&claims.sid) {
-        Some("session_revoked")
-    } else if v.users.contains(&claims.sub) {
-        Some("user_suspended")
-    } else if v.devices.contains(&claims.device) || v.certificates.contains(&conn.peer.serial) {
-        Some("device_revoked")
+        return Err("session_revoked");
+    }
+    if v.users.contains(&claims.sub) {
+        return Err("user_suspended");
+    }
+    if v.devices.contains(&claims.device) || v.certificates.contains(&conn.peer.serial) {
+        return Err("device_revoked");
+    }
+    let decision = v.grants.decide(&AccessRequest {
+        user: &claims.sub,
+        groups: &claims.groups,
+        device: &claims.device,
+        service,
+        method: "TUNNEL",
+        path: "/",
+        risk: claims.risk,
+    });
+    if decision.allow {
+        Ok(())
     } else {
-        None
+        Err("grant_withdrawn")
     }
 }

@@ -145,7 +145,7 @@ pub fn certified_key(
 /// A server that requires a client certificate from `ca` admitted by
 /// `policy` (the gateway's listener), serving whatever certificate `cert`
 /// resolves to (so a renewed certificate takes effect without a restart).
-/// HTTP/1.1 only: routing is by `Host`.
+/// ALPN: HTTP/2, HTTP/1.1, and Umbra's TCP tunnels.
 pub fn strict_server_config(
     ca: &CertificateDer<'static>,
     cert: Arc<dyn rustls::server::ResolvesServerCert>,
@@ -161,7 +161,11 @@ pub fn strict_server_config(
         .map_err(|e| PkiError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"umbra-tunnel/1".to_vec()];
+    config.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        b"umbra-tunnel/1".to_vec(),
+    ];
     Ok(config)
 }
 

@@ -51,6 +51,12 @@ enum AgentCommand {
     Status,
     /// Renew the device certificate now (login also renews when it is due).
     Renew,
+    /// This device's posture: each field, its value or "unknown", and why.
+    Posture {
+        /// Inspect this root filesystem instead of / (e.g. a test fixture).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Forward a local port to SERVICE through its gateway.
     Connect {
         service: String,
@@ -160,6 +166,21 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 "device {} renewed: serial {}, valid until {}; log in again",
                 r.device_id, r.serial, r.not_after
             );
+            Ok(())
+        }
+        AgentCommand::Posture { root } => {
+            let now = umbra_agent::posture::unix_now();
+            let posture = umbra_agent::posture::collect(&root, now);
+            if json {
+                // Works before enrollment too: the device id is then a placeholder.
+                let device_id = dir
+                    .state()
+                    .map_or_else(|_| "unenrolled".into(), |s| s.device_id);
+                return print_json(&serde_json::json!({
+                    "report": posture.report(&device_id), "findings": posture,
+                }));
+            }
+            print!("{}", posture.render(now));
             Ok(())
         }
         AgentCommand::Connect { service, listen } => {

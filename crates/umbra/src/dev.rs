@@ -375,6 +375,7 @@ async fn start_gateway(
                 path_prefix: None,
                 upstream: format!("http://{upstream_addr}"),
                 protocol: None,
+                upstream_http2: None,
             },
             umbra_gateway::config::RawRoute {
                 service: TCP_SERVICE.into(),
@@ -382,6 +383,7 @@ async fn start_gateway(
                 path_prefix: None,
                 upstream: format!("tcp://{echo_addr}"),
                 protocol: Some("tcp".into()),
+                upstream_http2: None,
             },
         ],
     };
@@ -428,13 +430,41 @@ fn print_summary(
     println!("  demo user      {DEMO_USER}");
     println!("  password       {password}");
     crate::admin::print_totp(DEMO_USER, totp_secret, &p.uri);
+    // Device compliance in report-only mode: what the checks found, and
+    // what did not pass (it raises the login risk score, nothing more).
+    let now = umbra_agent::posture::unix_now();
+    let posture = umbra_agent::posture::collect(Path::new("/"), now);
+    let checks = [
+        (
+            "disk encryption",
+            posture.disk_encryption.value,
+            &posture.disk_encryption.why,
+        ),
+        ("firewall", posture.firewall.value, &posture.firewall.why),
+        ("antivirus", posture.antivirus.value, &posture.antivirus.why),
+    ];
     println!(
-        "The local device ({}) reports no antivirus, firewall or disk encryption it could verify:",
+        "Device compliance ({}) runs in report-only mode here: failures only raise the login risk.",
         agent_dir.display()
     );
-    println!(
-        "device compliance runs in report-only mode here, so these only raise the login risk score."
-    );
+    for (name, value, why) in checks {
+        let verdict = match value {
+            Some(true) => "ok",
+            Some(false) => "FAILS",
+            None => "unknown",
+        };
+        println!("  {name:<16} {verdict:<8} {why}");
+    }
+    if posture
+        .last_patch
+        .value
+        .is_none_or(|t| now - t > 30 * 86400)
+    {
+        println!(
+            "  {:<16} {:<8} {}",
+            "patches", "stale", posture.last_patch.why
+        );
+    }
     println!();
     let exe = std::env::current_exe().map_or_else(|_| "umbra".into(), |p| p.display().to_string());
     println!(
