@@ -291,6 +291,29 @@ async fn enroll_login_connect_and_curl_through_a_gateway_process_that_resumes_af
     );
     let echo = curl_json(local, "/orders/7", &[]);
     assert_eq!(echo["headers"]["x-auth-user"], "alice");
+    // Posture: unchanged since enrollment, nothing to send; a device that
+    // changes (here a fixture root filesystem) sends its new report.
+    let out = agent_cli(agent, &["posture", "--send"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing sent"));
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/tests/fixtures/hardened"
+    );
+    let out = agent_cli(agent, &["posture", "--send", "--root", fixture], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent at"));
+    let devices = admin.json(&["device", "list"]);
+    assert_eq!(devices[0]["posture"]["disk_encryption"], true, "{devices}");
+
     // A TCP service: psql through `umbra agent connect pg`.
     let pg_local = free_port();
     let _pg_connect = connect(agent, "pg", pg_local);

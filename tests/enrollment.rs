@@ -395,3 +395,65 @@ async fn devices_renew_over_mtls_before_expiry_and_not_after_revocation() {
         "deny: certificate_revoked"
     );
 }
+
+#[tokio::test]
+async fn devices_report_fresh_posture_over_mtls_and_revoked_ones_cannot() {
+    let tc = start().await;
+    tc.create_user("alice", &[]).await;
+    let device = tc.enroll("alice").await;
+    let mut report = posture(false);
+    report["device_id"] = json!("somebody-else");
+    // Without the device certificate: refused.
+    let (status, body) = tc
+        .public()
+        .post(
+            "/api/v1/devices/posture",
+            None,
+            json!({ "posture": report }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(error_code(&body), "client_certificate_required");
+    // With it: stored for the certificate's device, whatever the report says.
+    let (status, body) = tc
+        .with_device(&device)
+        .post(
+            "/api/v1/devices/posture",
+            None,
+            json!({ "posture": report }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], device.id.as_str());
+    let devices = tc.admin_get("/api/v1/admin/devices").await;
+    let stored = &devices["items"][0]["posture"];
+    assert_eq!(stored["device_id"], device.id.as_str());
+    assert_eq!(stored["disk_encryption"], false);
+    let audit = tc
+        .wait_audit("device.posture", "disk_encryption: true -> false")
+        .await;
+    assert_eq!(audit["outcome"], "allow");
+    // Malformed reports are refused with the field named.
+    let mut bad = posture(true);
+    bad["hostname"] = json!("");
+    let (status, body) = tc
+        .with_device(&device)
+        .post("/api/v1/devices/posture", None, json!({ "posture": bad }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A revoked device reports nothing.
+    tc.admin_post(
+        &format!("/api/v1/admin/devices/{}/revoke", device.id),
+        json!({}),
+    )
+    .await;
+    let (status, _) = tc
+        .with_device(&device)
+        .post(
+            "/api/v1/devices/posture",
+            None,
+            json!({ "posture": posture(true) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

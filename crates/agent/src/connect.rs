@@ -31,6 +31,9 @@ use crate::AgentError;
 use crate::dir::AgentDir;
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How often `connect` collects posture (and sends it when due).
+const POSTURE_EVERY: Duration = Duration::from_secs(300);
 type Gateways = Client<HttpsConnector<HttpConnector>, Incoming>;
 
 fn local_error(status: StatusCode, message: &str) -> Response<Body> {
@@ -75,6 +78,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     let access = Arc::new(service_access(&dir, service)?);
+    // A long-running agent keeps the controller's view of the device
+    // current: posture is sent when it changes, and at least hourly.
+    tokio::spawn(crate::controller::report_posture_periodically(
+        dir.clone(),
+        POSTURE_EVERY,
+        shutdown.clone(),
+    ));
     if access.protocol == umbra_proto::control::Protocol::Tcp {
         return crate::tunnel::run(dir, access, listener, shutdown).await;
     }

@@ -121,6 +121,13 @@ pub async fn enroll(
         serde_json::to_string_pretty(&state).map_err(|e| AgentError::State(e.to_string()))?;
     write_file(&dir.file("agent.json"), &text, false)?;
     dir.clear_session()?;
+    // The enrollment carried this posture: the schedule starts from it.
+    let now = crate::posture::unix_now();
+    if let Some(p) =
+        crate::posture::schedule::pending(dir, &enrolled.device_id, std::path::Path::new("/"), now)
+    {
+        p.mark_sent(dir, now)?;
+    }
     Ok(enrolled)
 }
 
@@ -263,5 +270,51 @@ pub async fn session(dir: &AgentDir) -> Result<Option<Session>, AgentError> {
         Ok(s) => Ok(Some(s)),
         Err(AgentError::Refused { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Sends this device's posture if it changed or the last report is old
+/// (see [`crate::posture::schedule`]); `Ok(None)` when nothing was due.
+pub async fn report_posture(
+    dir: &AgentDir,
+    root: &std::path::Path,
+) -> Result<Option<umbra_proto::api::PostureReceipt>, AgentError> {
+    let now = crate::posture::unix_now();
+    let (http, state) = mtls(dir)?;
+    let Some(pending) = crate::posture::schedule::pending(dir, &state.device_id, root, now) else {
+        return Ok(None);
+    };
+    let url = format!("{}/api/v1/devices/posture", state.controller_url);
+    let receipt: umbra_proto::api::PostureReceipt = call(
+        &http,
+        reqwest::Method::POST,
+        &url,
+        None,
+        Some(&umbra_proto::api::PostureUpdate {
+            posture: pending.report.clone(),
+        }),
+    )
+    .await?;
+    pending.mark_sent(dir, now)?;
+    Ok(Some(receipt))
+}
+
+/// Reports posture every `every` (when due) until `shutdown`; failures are
+/// logged and retried at the next tick.
+pub async fn report_posture_periodically(
+    dir: AgentDir,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match report_posture(&dir, std::path::Path::new("/")).await {
+            Ok(Some(r)) => tracing::info!(device = %r.device_id, "posture reported"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "posture report failed; will retry"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }

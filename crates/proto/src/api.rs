@@ -148,6 +148,22 @@ pub struct RenewRequest {
     pub csr_pem: String,
 }
 
+/// `POST /api/v1/devices/posture`: a fresh posture report from the device,
+/// over mTLS with its certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureUpdate {
+    pub posture: PostureReport,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PostureReceipt {
+    pub device_id: String,
+    pub received_at: String,
+    /// When the controller expects the next report at the latest.
+    pub next_report_secs: u64,
+}
+
 // ---- devices and certificates ---------------------------------------------
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

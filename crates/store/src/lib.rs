@@ -115,6 +115,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- devices and certificates -----------------------------------------
     async fn device(&self, id: &str) -> Result<Option<DeviceRecord>>;
     async fn list_devices(&self) -> Result<Vec<DeviceRecord>>;
+    /// Replaces an unrevoked device's posture report (JSON). False when the
+    /// device is unknown or revoked.
+    async fn update_device_posture(&self, id: &str, posture: &str, now: i64) -> Result<bool>;
     /// Revoking also revokes the device's certificates and sessions.
     async fn set_device_status(&self, id: &str, status: DeviceStatus, now: i64) -> Result<bool>;
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;

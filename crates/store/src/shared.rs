@@ -604,6 +604,18 @@ impl Store for $store {
         rows.iter().map(device_row).collect()
     }
 
+    async fn update_device_posture(&self, id: &str, posture: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET posture = $2, updated_at = $3 WHERE id = $1 AND status <> 'revoked'",
+        )
+        .bind(id)
+        .bind(posture)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_device_status(&self, id: &str, status: DeviceStatus, now: i64) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         // A revoked device stays revoked: re-approval needs a new enrollment.

@@ -56,6 +56,9 @@ enum AgentCommand {
         /// Inspect this root filesystem instead of / (e.g. a test fixture).
         #[arg(long, default_value = "/")]
         root: PathBuf,
+        /// Send the report to the controller if it changed or is due.
+        #[arg(long)]
+        send: bool,
     },
     /// Forward a local port to SERVICE through its gateway.
     Connect {
@@ -168,7 +171,17 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             );
             Ok(())
         }
-        AgentCommand::Posture { root } => {
+        AgentCommand::Posture { root, send: true } => {
+            match umbra_agent::controller::report_posture(&dir, &root).await? {
+                Some(r) => println!(
+                    "posture of device {} sent at {}; next report within {} s",
+                    r.device_id, r.received_at, r.next_report_secs
+                ),
+                None => println!("posture unchanged since the last report; nothing sent"),
+            }
+            Ok(())
+        }
+        AgentCommand::Posture { root, send: false } => {
             let now = umbra_agent::posture::unix_now();
             let posture = umbra_agent::posture::collect(&root, now);
             if json {

@@ -42,6 +42,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/ca", get(public::ca))
         .route("/api/v1/enroll", post(enroll::enroll))
         .route("/api/v1/devices/renew", post(devices::renew))
+        .route("/api/v1/devices/posture", post(devices::posture))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/session", get(auth::session))

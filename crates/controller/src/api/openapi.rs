@@ -105,6 +105,7 @@ impl Modify for Security {
         openapi_json,
         super::enroll::enroll,
         super::devices::renew,
+        super::devices::posture,
         super::auth::login,
         super::auth::logout,
         super::auth::session,
