@@ -71,6 +71,40 @@ pub fn verify(
     if token.len() > MAX_TOKEN_LEN {
         return Err("token_malformed");
     }
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+    let cached = view
+        .verified
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&digest)
+        .cloned();
+    let claims = match cached {
+        Some(c) => c,
+        None => {
+            let c = verify_signature(view, issuer, token)?;
+            let mut cache = view
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() >= MAX_VERIFIED {
+                cache.clear();
+            }
+            cache.insert(digest, c.clone());
+            c
+        }
+    };
+    check_claims(view, claims, peer, now)
+}
+
+/// Verified tokens remembered at most (a memory bound; a miss costs one
+/// signature check).
+const MAX_VERIFIED: usize = 100_000;
+
+fn verify_signature(
+    view: &Inner,
+    issuer: &str,
+    token: &str,
+) -> Result<SessionClaims, &'static str> {
     let header_b64 = token.split('.').next().ok_or("token_malformed")?;
     let header = URL_SAFE_NO_PAD
         .decode(header_b64)
@@ -100,6 +134,16 @@ pub fn verify(
             _ => "token_malformed",
         })?
         .claims;
+    Ok(claims)
+}
+
+/// What is checked on every request, cached signature or not.
+fn check_claims(
+    view: &Inner,
+    claims: SessionClaims,
+    peer: &PeerCertificate,
+    now: i64,
+) -> Result<SessionClaims, &'static str> {
     if claims.exp <= now {
         return Err("token_expired");
     }

@@ -62,6 +62,16 @@ pub fn upstream_client() -> Upstreams {
     }
 }
 
+/// Request ids: a random per-process prefix and a counter, unique without
+/// a random draw (a system call) per request.
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
+}
+
 /// The connection a request arrived on.
 #[derive(Clone, Debug)]
 pub struct Conn {
@@ -181,7 +191,7 @@ pub async fn handle(
     conn: Conn,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = next_request_id();
     let mut audit = Audit {
         gw: &gw,
         conn: &conn,

@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use umbra_pki::clock::Clock;
 use umbra_policy::access::AllowLists;
 use umbra_proto::control::{Event, Snapshot};
+use umbra_proto::token::SessionClaims;
 
 #[derive(Default)]
 pub struct Inner {
@@ -28,6 +29,12 @@ pub struct Inner {
     pub seq: Option<i64>,
     /// When the controller was last heard from (Unix seconds).
     pub contact: i64,
+    /// Tokens whose signature has been verified, by SHA-256 of the token:
+    /// the signature check is the costly part and a session's token is
+    /// presented on every request. Only the signature is cached; expiry,
+    /// binding and the deny lists are checked every time. Emptied with
+    /// every new key set (a snapshot builds a fresh `Inner`).
+    pub verified: std::sync::Mutex<HashMap<[u8; 32], SessionClaims>>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +120,7 @@ impl View {
             keys: keys_from(&s.jwks),
             seq: Some(seq),
             contact: self.clock.now(),
+            verified: std::sync::Mutex::default(),
         };
         *self.write() = next;
     }
@@ -145,7 +153,13 @@ impl View {
                 Some(grant) => g.grants.set(grant),
                 None => g.grants.remove(service),
             },
-            Event::KeysChanged { jwks } => g.keys = keys_from(jwks),
+            Event::KeysChanged { jwks } => {
+                g.keys = keys_from(jwks);
+                g.verified
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clear();
+            }
             Event::GatewayRevoked { .. } => {}
         }
         g.seq = Some(seq);
