@@ -55,17 +55,45 @@ impl Rig {
 
     /// With extra routes, granted to alice.
     pub async fn start_routes(extra: Vec<RawRoute>) -> Self {
-        Self::build(300, umbra_gateway::config::RawLimits::default(), extra).await
+        Self::build(
+            300,
+            umbra_gateway::config::RawLimits::default(),
+            extra,
+            None,
+        )
+        .await
     }
 
     pub async fn start_custom(resync_secs: u64, limits: umbra_gateway::config::RawLimits) -> Self {
-        Self::build(resync_secs, limits, Vec::new()).await
+        Self::build(resync_secs, limits, Vec::new(), None).await
+    }
+
+    /// A dark gateway: SPA on a loopback UDP port, userspace pinholes of
+    /// `pinhole_seconds`.
+    pub async fn start_dark(pinhole_seconds: u64) -> Self {
+        Self::start_dark_with(umbra_gateway::spa_config::RawSpa {
+            listen: Some("127.0.0.1:0".into()),
+            pinhole_seconds: Some(pinhole_seconds),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_dark_with(spa: umbra_gateway::spa_config::RawSpa) -> Self {
+        Self::build(
+            300,
+            umbra_gateway::config::RawLimits::default(),
+            Vec::new(),
+            Some(spa),
+        )
+        .await
     }
 
     async fn build(
         resync_secs: u64,
         limits: umbra_gateway::config::RawLimits,
         extra: Vec<RawRoute>,
+        spa: Option<umbra_gateway::spa_config::RawSpa>,
     ) -> Self {
         let extra_services: Vec<String> = extra.iter().map(|r| r.service.clone()).collect();
         let tc = support::start().await;
@@ -117,6 +145,12 @@ impl Rig {
             max_staleness_seconds: None,
             resync_interval_seconds: Some(resync_secs),
             assertion_ttl_seconds: None,
+            workers: None,
+            firewall: spa.is_some().then(|| umbra_firewall::FirewallConfig {
+                backend: umbra_firewall::BackendKind::Userspace,
+                ..Default::default()
+            }),
+            spa,
             limits,
             routes: vec![
                 route("billing", "/v1/charges"),
@@ -802,7 +836,10 @@ async fn refusals_are_in_the_audit_trail_before_the_response_even_in_a_burst_of_
 
 impl Rig {
     /// An agent state directory for `device` holding this rig's session.
-    fn agent_dir(&self, device: &TestDevice) -> (tempfile::TempDir, umbra_agent::dir::AgentDir) {
+    pub fn agent_dir(
+        &self,
+        device: &TestDevice,
+    ) -> (tempfile::TempDir, umbra_agent::dir::AgentDir) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = umbra_agent::dir::AgentDir::new(tmp.path());
         let w = |name: &str, text: &str| {
@@ -813,8 +850,14 @@ impl Rig {
         w("ca.pem", self.tc.controller.ca.cert_pem());
         w(
             "agent.json",
-            &json!({ "controller_url": self.tc.url, "device_id": device.id }).to_string(),
+            &json!({
+                "controller_url": self.tc.url,
+                "device_id": device.id,
+                "spiffe_id": format!("spiffe://{}/device/{}", self.tc.controller.ca.trust_domain(), device.id),
+            })
+            .to_string(),
         );
+        w("spa.key", &device.spa_secret);
         w("session.json", &self.login.to_string());
         (tmp, dir)
     }
@@ -825,6 +868,8 @@ impl Rig {
             gateway_url: self.gw_url.clone(),
             host: service.into(),
             protocol: umbra_proto::control::Protocol::Tcp,
+            gateway: "gw1".into(),
+            spa_port: None,
         }
     }
 }

@@ -346,7 +346,12 @@ async fn devices_renew_over_mtls_before_expiry_and_not_after_revocation() {
         serial: body["serial"].as_str().expect("serial").into(),
         cert_pem: body["certificate_pem"].as_str().expect("cert").into(),
         key_pem: key2,
+        spa_secret: body["spa_secret"].as_str().expect("spa secret").into(),
     };
+    assert_eq!(
+        renewed.spa_secret, dev.spa_secret,
+        "the SPA secret is the device's, not the certificate's"
+    );
     assert!(
         tc.last_audit_reason("device.renew")
             .await

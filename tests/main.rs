@@ -14,4 +14,5 @@ mod e2e;
 mod enrollment;
 mod login;
 mod multi_controller;
+mod spa;
 mod tokens;

@@ -209,6 +209,8 @@ pub struct TestDevice {
     pub serial: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The SPA secret from the enrollment response (base64).
+    pub spa_secret: String,
 }
 
 impl TestController {
@@ -290,6 +292,7 @@ impl TestController {
             serial: body["serial"].as_str().expect("serial").into(),
             cert_pem: body["certificate_pem"].as_str().expect("cert").into(),
             key_pem,
+            spa_secret: body["spa_secret"].as_str().expect("spa secret").into(),
         }
     }
 

@@ -194,6 +194,10 @@ async fn forward(
         Ok(c) => c,
         Err(e) => return local_error(StatusCode::UNAUTHORIZED, &e.to_string()),
     };
+    if let Err(e) = crate::knock::ensure(dir, access).await {
+        tracing::warn!(error = %e, gateway = %access.gateway_url, "knock failed");
+        return local_error(StatusCode::BAD_GATEWAY, &e.to_string());
+    }
     let path = req
         .uri()
         .path_and_query()

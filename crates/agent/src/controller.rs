@@ -113,9 +113,13 @@ pub async fn enroll(
     write_file(&dir.file("device.key"), &key.key_pem, true)?;
     write_file(&dir.file("device.crt"), &enrolled.certificate_pem, false)?;
     write_file(&dir.file("ca.pem"), &enrolled.ca_pem, false)?;
+    if !enrolled.spa_secret.is_empty() {
+        write_file(&dir.file("spa.key"), &enrolled.spa_secret, true)?;
+    }
     let state = AgentState {
         controller_url: controller_url.to_owned(),
         device_id: enrolled.device_id.clone(),
+        spiffe_id: enrolled.spiffe_id.clone(),
     };
     let text =
         serde_json::to_string_pretty(&state).map_err(|e| AgentError::State(e.to_string()))?;

@@ -7,6 +7,7 @@
 //! | `ca.pem`      | 0644 | the Umbra CA, pinned at enrollment |
 //! | `agent.json`  | 0644 | controller URL and device id |
 //! | `session.json`| 0600 | the current session token and its services |
+//! | `spa.key`     | 0600 | the device's SPA secret (base64), for knocking at dark gateways |
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,10 @@ use crate::AgentError;
 pub struct AgentState {
     pub controller_url: String,
     pub device_id: String,
+    /// `spiffe://<trust domain>/device/<id>`; the trust domain names the
+    /// gateways whose SPA keys the agent derives.
+    #[serde(default)]
+    pub spiffe_id: String,
 }
 
 #[derive(Clone, Debug)]

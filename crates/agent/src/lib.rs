@@ -14,6 +14,7 @@ pub mod connect;
 pub mod controller;
 pub mod device;
 pub mod dir;
+pub mod knock;
 pub mod posture;
 pub mod tunnel;
 

@@ -59,6 +59,7 @@ pub async fn open(
         .trim_matches(['[', ']'])
         .to_owned();
     let port = url.port_u16().unwrap_or(443);
+    crate::knock::ensure(dir, access).await?;
     let mut tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
     tls.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
     let name = rustls_pki_types::ServerName::try_from(host.clone())

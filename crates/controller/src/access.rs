@@ -52,6 +52,8 @@ pub async fn granted_services(
                 continue;
             };
             out.push(ServiceAccess {
+                gateway: gw.name.clone(),
+                spa_port: gw.spa_port,
                 name: g.service.clone(),
                 gateway_url: url.clone(),
                 host: route.host.clone(),

@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod secrets;
 pub mod server;
+pub mod spa;
 pub mod state;
 pub mod tokens;
 pub mod totp;

@@ -217,6 +217,7 @@ impl Controller {
             outcome,
             reason: reason.to_owned(),
             request_id: request_id.to_owned(),
+            count: 1,
         };
         match outcome {
             Outcome::Allow => tracing::info!(actor, action, resource, reason, request_id, "audit"),

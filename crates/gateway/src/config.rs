@@ -43,8 +43,14 @@ pub struct RawConfig {
     pub max_staleness_seconds: Option<u64>,
     pub resync_interval_seconds: Option<u64>,
     pub assertion_ttl_seconds: Option<u64>,
+    /// Connection worker threads; 0 or absent: one per CPU.
+    pub workers: Option<usize>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Present: the gateway is dark (SPA). See `spa_config`.
+    pub spa: Option<crate::spa_config::RawSpa>,
+    /// The pinhole backend of a dark gateway (default nftables).
+    pub firewall: Option<umbra_firewall::FirewallConfig>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
@@ -136,7 +142,11 @@ pub struct Config {
     /// Full resynchronization period, on top of pushed events.
     pub resync_interval: Duration,
     pub assertion_ttl_secs: i64,
+    /// Connection workers, each a single-threaded runtime (at least 1).
+    pub workers: usize,
     pub limits: Limits,
+    /// `Some` when the gateway is dark.
+    pub spa: Option<crate::spa_config::SpaConfig>,
     pub routes: Vec<Route>,
 }
 
@@ -173,6 +183,8 @@ impl Config {
         raw.validate()
     }
 }
+
+const MAX_WORKERS: usize = 1024;
 
 fn service_name_ok(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -226,6 +238,13 @@ impl RawConfig {
             return Err(invalid("assertion_ttl_seconds", "must be 5..=600"));
         }
         let limits = self.limits.validate()?;
+        let spa = match self.spa {
+            Some(spa) => Some(spa.validate(self.firewall)?),
+            None if self.firewall.is_some() => {
+                return Err(invalid("firewall", "only with [spa] (a dark gateway)"));
+            }
+            None => None,
+        };
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -306,6 +325,11 @@ impl RawConfig {
                 upstream,
             });
         }
+        let workers = match self.workers.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n if n <= MAX_WORKERS => n,
+            _ => return Err(invalid("workers", format!("at most {MAX_WORKERS}"))),
+        };
         Ok(Config {
             controller_url: self.controller_url.trim_end_matches('/').to_owned(),
             listen,
@@ -315,7 +339,9 @@ impl RawConfig {
             max_staleness: Duration::from_secs(max_staleness),
             resync_interval: Duration::from_secs(resync),
             assertion_ttl_secs: assertion_ttl as i64,
+            workers,
             limits,
+            spa,
             routes,
         })
     }

@@ -39,6 +39,7 @@ enum End {
 
 pub async fn register(gw: &Gateway) -> Result<GatewayRegisterResponse, String> {
     let body = GatewayRegisterRequest {
+        spa_port: gw.spa_port,
         url: gw.config.public_url.clone(),
         routes: gw
             .config

@@ -33,8 +33,11 @@ pub mod path;
 pub mod proxy;
 pub mod renew;
 pub mod server;
+pub mod spa;
+pub mod spa_config;
 pub mod tunnel;
 pub mod view;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +59,8 @@ pub enum GatewayError {
     Controller(String),
     #[error("tls: {0}")]
     Pki(#[from] umbra_pki::PkiError),
+    #[error("firewall: {0}")]
+    Firewall(String),
 }
 
 /// The running gateway's shared state.
@@ -80,6 +85,14 @@ pub struct Gateway {
     /// Cancelled when the server stops: long-lived relays (tunnels,
     /// upgraded connections) end with it.
     pub stop: tokio_util::sync::CancellationToken,
+    /// A dark gateway's pinholes (`None`: not dark).
+    pub pinholes: Option<Arc<dyn umbra_firewall::Pinholes>>,
+    /// A dark gateway's SPA socket, bound at start so the port is known
+    /// when registering; taken by the listener.
+    spa_socket: std::sync::Mutex<Option<std::net::UdpSocket>>,
+    /// The UDP port of that socket.
+    pub spa_port: Option<u16>,
+    pub spa_counters: spa::SpaCounters,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -121,7 +134,41 @@ impl Gateway {
             config.assertion_ttl_secs,
         );
         tracing::info!(name = %peer.name, serial = %peer.serial, "gateway identity loaded");
+        let (pinholes, spa_socket) = match &config.spa {
+            None => (None, None),
+            Some(spa) => {
+                let socket = std::net::UdpSocket::bind(spa.listen)
+                    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                    .map_err(|source| GatewayError::Io {
+                        path: format!("SPA socket {}", spa.listen).into(),
+                        source,
+                    })?;
+                let pinholes = spa
+                    .firewall
+                    .build()
+                    .map_err(|e| GatewayError::Firewall(e.to_string()))?;
+                let mut protected = vec![umbra_firewall::Protected::new(
+                    umbra_firewall::Protocol::Tcp,
+                    config.listen.port(),
+                )];
+                protected.extend(spa.protect.iter().copied());
+                pinholes
+                    .install(&protected)
+                    .await
+                    .map_err(|e| GatewayError::Firewall(e.to_string()))?;
+                tracing::info!(backend = pinholes.backend(), spa = %spa.listen, "dark gateway: pinholes installed");
+                (Some(pinholes), Some(socket))
+            }
+        };
+        let spa_port = spa_socket
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port());
         Ok(Arc::new(Self {
+            pinholes,
+            spa_socket: std::sync::Mutex::new(spa_socket),
+            spa_port,
+            spa_counters: spa::SpaCounters::default(),
             audit: audit::AuditSink::new(),
             config,
             clock,
@@ -136,6 +183,14 @@ impl Gateway {
             revoked: std::sync::atomic::AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new(),
         }))
+    }
+
+    /// The SPA socket, once (the listener takes it).
+    pub fn take_spa_socket(&self) -> Option<std::net::UdpSocket> {
+        self.spa_socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     pub fn name(&self) -> &str {

@@ -120,6 +120,7 @@ impl Audit<'_> {
             outcome: outcome.into(),
             reason: reason.into(),
             request_id: self.request_id.clone(),
+            count: 1,
         }
     }
 
@@ -439,6 +440,7 @@ pub async fn handle(
                         outcome: "deny".into(),
                         reason: format!("upgraded connection cut: {why}"),
                         request_id: String::new(),
+                        count: 1,
                     });
                 }
             });

@@ -41,11 +41,30 @@ pub async fn run(
         Arc::new(admission),
     )?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let upstreams = proxy::upstream_client();
+    let workers = crate::workers::Workers::start(gw.config.workers).map_err(|source| {
+        crate::GatewayError::Io {
+            path: "gateway worker threads".into(),
+            source,
+        }
+    })?;
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(crate::control::run(gw.clone(), shutdown.clone()));
     tasks.spawn(crate::audit::run(gw.clone(), shutdown.clone()));
     tasks.spawn(crate::renew::run(gw.clone(), shutdown.clone()));
+    if let (Some(pinholes), Some(socket)) = (gw.pinholes.clone(), gw.take_spa_socket()) {
+        let socket =
+            tokio::net::UdpSocket::from_std(socket).map_err(|source| crate::GatewayError::Io {
+                path: "SPA socket".into(),
+                source,
+            })?;
+        tasks.spawn(crate::spa::run(
+            gw.clone(),
+            socket,
+            pinholes,
+            shutdown.clone(),
+        ));
+    }
+    let port = gw.config.listen.port();
     let graceful = GracefulShutdown::new();
     let per_source = Arc::new(PerSource::default());
     let limits = gw.config.limits.clone();
@@ -64,19 +83,48 @@ pub async fn run(
                 }
             },
         };
+        // A dark gateway with userspace pinholes: no pinhole, no service
+        // (with nftables the kernel never let the connection in).
+        if let Some(p) = &gw.pinholes
+            && !p.allows(
+                addr.ip().to_canonical(),
+                umbra_firewall::Protocol::Tcp,
+                port,
+                tokio::time::Instant::now(),
+            )
+        {
+            tracing::debug!(%addr, "no pinhole for this source; closed");
+            drop(tcp);
+            continue;
+        }
         let Some(slot) = per_source.take(addr.ip(), limits.max_connections_per_source) else {
             tracing::debug!(%addr, "too many connections from this source; closed");
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // Re-registered with the worker's own reactor, below.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let limits = limits.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         let gw = gw.clone();
+        let (worker, upstreams) = workers.next();
         let upstreams = upstreams.clone();
-        tokio::spawn(async move {
+        worker.spawn(async move {
             let _slot = slot;
+            let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    return tracing::warn!(%addr, error = %e, "worker cannot take the connection");
+                }
+            };
             let stream =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -142,6 +190,12 @@ pub async fn run(
     }
     tasks.close();
     tasks.wait().await;
+    workers.stop().await;
+    if let Some(p) = &gw.pinholes
+        && let Err(e) = p.shutdown().await
+    {
+        tracing::error!(error = %e, "pinholes could not be removed");
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -164,6 +218,7 @@ fn handshake_failed(gw: &Gateway, addr: std::net::SocketAddr, e: &std::io::Error
             outcome: "deny".into(),
             reason: format!("client_certificate_refused: {err}"),
             request_id: String::new(),
+            count: 1,
         }),
         _ => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
     }

@@ -84,6 +84,7 @@ fn record(
         outcome: outcome.into(),
         reason: reason.into(),
         request_id: String::new(),
+        count: 1,
     }
 }
 

@@ -35,6 +35,33 @@ pub struct Inner {
     /// binding and the deny lists are checked every time. Emptied with
     /// every new key set (a snapshot builds a fresh `Inner`).
     pub verified: std::sync::Mutex<HashMap<[u8; 32], SessionClaims>>,
+    /// Devices that may knock, with this gateway's SPA key for each.
+    pub spa: HashMap<uuid::Uuid, SpaEntry>,
+}
+
+/// An approved device, as the SPA listener needs it.
+pub struct SpaEntry {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub key: umbra_spa::GatewayKey,
+}
+
+fn spa_entry(
+    device: &str,
+    user: &str,
+    groups: &[String],
+    key: &str,
+) -> Option<(uuid::Uuid, SpaEntry)> {
+    let id = uuid::Uuid::parse_str(device).ok()?;
+    let key = umbra_spa::GatewayKey::from_base64(key).ok()?;
+    Some((
+        id,
+        SpaEntry {
+            user: user.to_owned(),
+            groups: groups.to_vec(),
+            key,
+        },
+    ))
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -101,7 +128,11 @@ impl View {
 
     /// True when decisions may be made: synced, and recently in contact.
     pub fn is_fresh(&self) -> bool {
-        let g = self.read();
+        self.is_fresh_locked(&self.read())
+    }
+
+    /// [`Self::is_fresh`] for a caller already holding the read guard.
+    pub fn is_fresh_locked(&self, g: &Inner) -> bool {
         g.seq.is_some() && self.clock.now() - g.contact <= self.max_staleness_secs
     }
 
@@ -121,6 +152,11 @@ impl View {
             seq: Some(seq),
             contact: self.clock.now(),
             verified: std::sync::Mutex::default(),
+            spa: s
+                .spa_devices
+                .iter()
+                .filter_map(|d| spa_entry(&d.device, &d.user, &d.groups, &d.key))
+                .collect(),
         };
         *self.write() = next;
     }
@@ -141,8 +177,22 @@ impl View {
                 g.certificates.insert(serial.clone());
             }
             Event::DeviceRevoked { device } => {
+                if let Ok(id) = uuid::Uuid::parse_str(device) {
+                    g.spa.remove(&id);
+                }
                 g.devices.insert(device.clone());
             }
+            Event::DeviceApproved {
+                device,
+                user,
+                groups,
+                key,
+            } => match spa_entry(device, user, groups, key) {
+                Some((id, entry)) => {
+                    g.spa.insert(id, entry);
+                }
+                None => tracing::warn!(%device, "device approved without a usable SPA key"),
+            },
             Event::UserSuspended { user } => {
                 g.users.insert(user.clone());
             }

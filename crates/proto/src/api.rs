@@ -137,6 +137,10 @@ pub struct EnrollResponse {
     pub ca_pem: String,
     pub serial: String,
     pub not_after: String,
+    /// The device's SPA secret (32 bytes, base64): its keys for knocking at
+    /// each gateway are derived from it. Keep it like the private key.
+    #[serde(default)]
+    pub spa_secret: String,
 }
 
 /// `POST /api/v1/devices/renew`, over mTLS with the current certificate.
@@ -261,6 +265,10 @@ pub struct AuditRecord {
     pub outcome: String,
     pub reason: String,
     pub request_id: String,
+    /// How many identical decisions the record stands for: a gateway sums
+    /// up one session's allowed requests to one resource over about half a
+    /// second (`request_id` is then `first..last`). 1 for everything else.
+    pub count: i64,
 }
 
 // ---- misc ------------------------------------------------------------------

@@ -105,6 +105,9 @@ pub struct GatewayRegisterRequest {
     pub routes: Vec<Route>,
     /// The public key the gateway's identity assertions verify with (JWK).
     pub assertion_jwk: serde_json::Value,
+    /// The UDP port the gateway listens on for SPA knocks, when it is dark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spa_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -140,6 +143,22 @@ pub struct Snapshot {
     pub grants: Vec<Grant>,
     /// The session-token verification keys (a JWK set).
     pub jwks: serde_json::Value,
+    /// The approved devices and their SPA keys for this very gateway.
+    #[serde(default)]
+    pub spa_devices: Vec<SpaDevice>,
+}
+
+/// A device that may knock at a gateway: who it belongs to (to check the
+/// grants of the services it knocks for) and its native SPA key for that
+/// gateway (base64), derived for it alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SpaDevice {
+    pub device: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    /// Empty in the stored event; filled in for each gateway as it is sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 /// A change, pushed as it happens. Unknown kinds (from a newer controller)
@@ -175,6 +194,15 @@ pub enum Event {
     GatewayRevoked {
         name: String,
     },
+    /// A device was approved: it may knock (SPA) from now on.
+    DeviceApproved {
+        device: String,
+        user: String,
+        groups: Vec<String>,
+        /// Empty in the event log; each gateway is sent its own key.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        key: String,
+    },
 }
 
 impl Event {
@@ -189,6 +217,7 @@ impl Event {
             Self::GrantChanged { .. } => "grant_changed",
             Self::KeysChanged { .. } => "keys_changed",
             Self::GatewayRevoked { .. } => "gateway_revoked",
+            Self::DeviceApproved { .. } => "device_approved",
         }
     }
 }
@@ -233,7 +262,15 @@ pub struct GatewayAuditRecord {
     /// `allow` or `deny`.
     pub outcome: String,
     pub reason: String,
+    /// One request ID, or `first..last` for a summary (`count` > 1).
     pub request_id: String,
+    /// How many identical decisions this record stands for.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A service the session may reach, and where.
@@ -245,6 +282,14 @@ pub struct ServiceAccess {
     pub host: String,
     #[serde(default)]
     pub protocol: Protocol,
+    /// The gateway's name: the agent derives its SPA key for the gateway
+    /// from it (`spiffe://<trust domain>/gateway/<name>`).
+    #[serde(default)]
+    pub gateway: String,
+    /// The gateway's SPA port (UDP, on the host of `gateway_url`) when it is
+    /// dark: knock there before connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spa_port: Option<u16>,
 }
 
 #[cfg(test)]

@@ -541,6 +541,7 @@ pub async fn audit_appends_in_order(store: &dyn Store) {
                 outcome: Outcome::Allow,
                 reason: String::new(),
                 request_id: "r".into(),
+                count: 1,
             })
             .await
             .expect("append");
@@ -583,6 +584,7 @@ pub async fn audit_batches_append_together(store: &dyn Store) {
         outcome: Outcome::Allow,
         reason: String::new(),
         request_id: format!("r{i}"),
+        count: i + 1,
     };
     let batch: Vec<AuditEvent> = (0..50).map(event).collect();
     store.append_audit_batch(&batch).await.expect("batch");
@@ -590,6 +592,7 @@ pub async fn audit_batches_append_together(store: &dyn Store) {
     let stored = store.audit_after(0, 100).await.expect("read");
     assert_eq!(stored.len(), 50);
     assert_eq!(stored[49].resource, "service:s49", "in order");
+    assert_eq!(stored[49].count, 50, "a summary keeps its count");
 }
 
 pub async fn rate_limit_buckets_refill_and_are_shared(store: &dyn Store) {
@@ -694,6 +697,7 @@ pub async fn services_and_gateways(store: &dyn Store) {
     );
     let reg = GatewayRegistration {
         url: "https://gw.example:9443".into(),
+        spa_port: Some(62201),
         routes: vec![RouteRecord {
             service: "billing".into(),
             host: "billing".into(),
@@ -708,6 +712,7 @@ pub async fn services_and_gateways(store: &dyn Store) {
     assert_eq!(gw.status, GatewayStatus::Active);
     assert_eq!(gw.cert_serial.as_deref(), Some("aa"));
     assert_eq!(gw.routes, reg.routes);
+    assert_eq!(gw.spa_port, Some(62201));
     assert!(
         !store
             .renew_gateway_certificate("gw1", "zz", "cc", NOW + 99, NOW + 3)

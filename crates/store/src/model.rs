@@ -195,6 +195,9 @@ pub struct AuditEvent {
     pub outcome: Outcome,
     pub reason: String,
     pub request_id: String,
+    /// How many identical decisions this record stands for (at least 1):
+    /// gateways sum up a session's allowed requests to one resource.
+    pub count: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +211,9 @@ pub struct AuditRecord {
     pub outcome: String,
     pub reason: String,
     pub request_id: String,
+    /// How many identical decisions this record stands for (at least 1):
+    /// gateways sum up a session's allowed requests to one resource.
+    pub count: i64,
 }
 
 /// A service and who may reach it (the allow list that stands in for the
@@ -280,6 +286,8 @@ pub struct GatewayRecord {
     pub routes: Vec<RouteRecord>,
     /// The assertion-signing public key, a JWK as JSON.
     pub assertion_jwk: Option<String>,
+    /// The UDP port for SPA knocks, when the gateway is dark.
+    pub spa_port: Option<u16>,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -291,6 +299,7 @@ pub struct GatewayRegistration {
     pub url: String,
     pub routes: Vec<RouteRecord>,
     pub assertion_jwk: String,
+    pub spa_port: Option<u16>,
     pub now: i64,
 }
 

@@ -201,6 +201,7 @@ fn audit_row(row: &$row) -> Result<AuditRecord> {
         outcome: row.try_get("outcome")?,
         reason: row.try_get("reason")?,
         request_id: row.try_get("request_id")?,
+        count: row.try_get("count")?,
     })
 }
 
@@ -955,14 +956,15 @@ impl Store for $store {
         let routes = serde_json::to_string(&reg.routes)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let done = sqlx::query(
-            "UPDATE gateways SET url = $2, services = $3, assertion_jwk = $4, updated_at = $5 \
-             WHERE name = $1 AND status = 'active'",
+            "UPDATE gateways SET url = $2, services = $3, assertion_jwk = $4, updated_at = $5, \
+             spa_port = $6 WHERE name = $1 AND status = 'active'",
         )
         .bind(name)
         .bind(&reg.url)
         .bind(routes)
         .bind(&reg.assertion_jwk)
         .bind(reg.now)
+        .bind(reg.spa_port.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1134,8 +1136,8 @@ impl Store for $store {
 
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let row = sqlx::query(
-            "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id, count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(e.ts)
         .bind(&e.actor)
@@ -1145,6 +1147,7 @@ impl Store for $store {
         .bind(e.outcome.as_str())
         .bind(&e.reason)
         .bind(&e.request_id)
+        .bind(e.count.max(1))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("id")?)
@@ -1154,8 +1157,8 @@ impl Store for $store {
         let mut tx = self.write_tx().await?;
         for e in events {
             sqlx::query(
-                "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id, count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(e.ts)
             .bind(&e.actor)
@@ -1165,6 +1168,7 @@ impl Store for $store {
             .bind(e.outcome.as_str())
             .bind(&e.reason)
             .bind(&e.request_id)
+            .bind(e.count.max(1))
             .execute(&mut *tx)
             .await?;
         }
@@ -1196,6 +1200,9 @@ fn gateway_row(row: &$row) -> Result<GatewayRecord> {
         routes: serde_json::from_str(&routes)
             .map_err(|e| StoreError::Corrupt(format!("gateway routes: {e}")))?,
         assertion_jwk: row.try_get("assertion_jwk")?,
+        spa_port: row
+            .try_get::<Option<i64>, _>("spa_port")?
+            .and_then(|p| u16::try_from(p).ok()),
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

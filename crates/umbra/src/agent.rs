@@ -60,6 +60,9 @@ enum AgentCommand {
         #[arg(long)]
         send: bool,
     },
+    /// Knock (SPA) at the dark gateway of SERVICE, or of every service of
+    /// the session; `connect` does this by itself.
+    Knock { service: Option<String> },
     /// Forward a local port to SERVICE through its gateway.
     Connect {
         service: String,
@@ -158,6 +161,47 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Ok(())
         }
         AgentCommand::Status => status(&dir, json).await,
+        AgentCommand::Knock { service } => {
+            let session = dir.session()?.context(
+                "not logged in: the session lists the services and their gateways; \
+                 run `umbra agent login --user NAME`",
+            )?;
+            let targets: Vec<_> = session
+                .services
+                .iter()
+                .filter(|s| service.as_ref().is_none_or(|want| &s.name == want))
+                .collect();
+            if targets.is_empty() {
+                anyhow::bail!("the session grants no such service");
+            }
+            let mut sent = Vec::new();
+            for access in targets {
+                if access.spa_port.is_none() {
+                    if service.is_some() {
+                        anyhow::bail!(
+                            "the gateway of {} is not dark: nothing to knock at",
+                            access.name
+                        );
+                    }
+                    continue;
+                }
+                let to = umbra_agent::knock::send(&dir, access).await?;
+                sent.push(serde_json::json!({"service": access.name, "gateway": access.gateway, "sent_to": to.to_string()}));
+                if !json {
+                    println!(
+                        "knocked at {to} for {} (gateway {})",
+                        access.name, access.gateway
+                    );
+                }
+            }
+            if json {
+                return print_json(&sent);
+            }
+            if sent.is_empty() {
+                println!("no dark gateway among the session's services");
+            }
+            Ok(())
+        }
         AgentCommand::Renew => {
             let r = umbra_agent::controller::renew(&dir).await?;
             if json {

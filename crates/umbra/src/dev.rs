@@ -367,6 +367,9 @@ async fn start_gateway(
         max_staleness_seconds: None,
         resync_interval_seconds: None,
         assertion_ttl_seconds: None,
+        workers: None,
+        spa: None,
+        firewall: None,
         limits: Default::default(),
         routes: vec![
             umbra_gateway::config::RawRoute {

@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod client;
 mod dev;
+mod spa;
 mod table;
 
 use std::path::PathBuf;
@@ -14,6 +15,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+// The proxy allocates for every request (headers, body frames, audit
+// fields); glibc's malloc took 14% of the gateway's CPU under load, more
+// than any part of Umbra's own code (bench/RESULTS.md, "Gateway proxy").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +53,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Everything on one machine with an embedded store, for trying Umbra.
     Dev(dev::DevArgs),
+    /// Single Packet Authorization tools (`inspect`).
+    Spa(spa::SpaArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +85,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Spa(args) => spa::run(args),
         }
     });
     match result {

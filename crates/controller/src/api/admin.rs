@@ -463,6 +463,19 @@ pub async fn device_action(
             device: device.id.clone(),
         })
         .await?;
+    } else if device.status != DeviceStatus::Approved {
+        let groups = c
+            .store
+            .user_by_id(&device.user_id)
+            .await?
+            .map(|u| u.groups)
+            .unwrap_or_default();
+        c.publish(&crate::spa::approved_event(
+            &device.id,
+            &device.user_name,
+            &groups,
+        ))
+        .await?;
     }
     admin
         .audit(&c, &format!("device.{action}"), &format!("device:{id}"), "")
@@ -674,6 +687,7 @@ pub async fn audit(
             outcome: r.outcome,
             reason: r.reason,
             request_id: r.request_id,
+            count: r.count,
         })
         .collect();
     Ok(Json(List { items }))

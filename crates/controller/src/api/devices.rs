@@ -107,7 +107,11 @@ pub async fn renew(
         &ctx.request_id,
     )
     .await?;
+    let spa_secret = crate::spa::device_secret(&c, &device.id)
+        .ok_or_else(Failure::internal)?
+        .to_base64();
     Ok(Json(EnrollResponse {
+        spa_secret,
         spiffe_id: c.ca.trust_domain().device_id(&device.id),
         device_id: device.id,
         status: device.status,

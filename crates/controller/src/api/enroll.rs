@@ -133,6 +133,17 @@ pub async fn enroll(
         &ctx.request_id,
     )
     .await?;
+    if status == DeviceStatus::Approved {
+        c.publish(&crate::spa::approved_event(
+            &device_id,
+            &user.name,
+            &user.groups,
+        ))
+        .await?;
+    }
+    let spa_secret = crate::spa::device_secret(&c, &device_id)
+        .ok_or_else(Failure::internal)?
+        .to_base64();
     Ok(Json(EnrollResponse {
         spiffe_id: c.ca.trust_domain().device_id(&device_id),
         device_id,
@@ -141,5 +152,6 @@ pub async fn enroll(
         ca_pem: c.ca.cert_pem().to_owned(),
         serial: issued.serial,
         not_after: rfc3339(issued.not_after),
+        spa_secret,
     }))
 }

@@ -217,6 +217,7 @@ pub async fn register(
             })
             .collect(),
         assertion_jwk: serde_json::to_string(&jwk).map_err(|_| Failure::internal())?,
+        spa_port: req.spa_port,
         now: c.now(),
     };
     let name = gw.record.name.clone();
@@ -400,7 +401,7 @@ async fn stream(
     let mut sent = match after {
         Some(a) if resumable => a,
         _ => {
-            let state = snapshot(c).await.map_err(store_err)?;
+            let state = snapshot(c, name).await.map_err(store_err)?;
             send(
                 tx,
                 frame(&ControlFrame::Snapshot {
@@ -412,7 +413,7 @@ async fn stream(
             window.last
         }
     };
-    sent = catch_up(c, sent, tx).await?;
+    sent = catch_up(c, name, sent, tx).await?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -425,14 +426,14 @@ async fn stream(
             pushed = rx.recv() => match pushed {
                 Ok(p) if p.seq <= sent => {}
                 Ok(p) if p.seq == sent + 1 => {
-                    send(tx, event_line(p.seq, &p.json)).await?;
+                    send(tx, event_line(p.seq, &crate::spa::personalize(c, name, &p.json))).await?;
                     sent = p.seq;
                     if is_own_revocation(&p.json, name) {
                         return Err("gateway revoked");
                     }
                 }
                 // A gap: read what is missing from the log, in order.
-                Ok(_) => sent = catch_up(c, sent, tx).await?,
+                Ok(_) => sent = catch_up(c, name, sent, tx).await?,
                 // Too slow: close; the gateway resumes from its last seq.
                 Err(broadcast::error::RecvError::Lagged(_)) => return Err("gateway lagged"),
                 Err(broadcast::error::RecvError::Closed) => return Err("hub closed"),
@@ -441,7 +442,7 @@ async fn stream(
     }
 }
 
-async fn catch_up(c: &Controller, mut sent: i64, tx: &Tx) -> Result<i64, &'static str> {
+async fn catch_up(c: &Controller, name: &str, mut sent: i64, tx: &Tx) -> Result<i64, &'static str> {
     loop {
         let batch = c
             .store
@@ -452,7 +453,11 @@ async fn catch_up(c: &Controller, mut sent: i64, tx: &Tx) -> Result<i64, &'stati
             return Ok(sent);
         }
         for e in batch {
-            send(tx, event_line(e.seq, &e.payload)).await?;
+            send(
+                tx,
+                event_line(e.seq, &crate::spa::personalize(c, name, &e.payload)),
+            )
+            .await?;
             sent = e.seq;
         }
     }
@@ -465,7 +470,7 @@ fn is_own_revocation(json: &str, name: &str) -> bool {
     )
 }
 
-async fn snapshot(c: &Controller) -> Result<Snapshot, umbra_store::StoreError> {
+async fn snapshot(c: &Controller, gateway: &str) -> Result<Snapshot, umbra_store::StoreError> {
     let now = c.now();
     let r = c.store.revocations(now).await?;
     let grants = c
@@ -488,6 +493,7 @@ async fn snapshot(c: &Controller) -> Result<Snapshot, umbra_store::StoreError> {
         },
         grants,
         jwks: serde_json::to_value(c.signer.jwks(now)).unwrap_or_default(),
+        spa_devices: crate::spa::devices_for(c, gateway).await?,
     })
 }
 
@@ -536,7 +542,8 @@ pub async fn audit(
             resource: format!("{} via {via}", clip(&r.resource, 512)),
             outcome,
             reason: clip(&r.reason, 512),
-            request_id: clip(&r.request_id, 64),
+            request_id: clip(&r.request_id, 128),
+            count: i64::try_from(r.count).unwrap_or(i64::MAX).max(1),
         };
         events.push(event);
     }

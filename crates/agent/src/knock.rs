@@ -1,0 +1,158 @@
+//! Knocking at a dark gateway before connecting to it.
+//!
+//! A dark gateway answers nothing until a valid SPA packet from this
+//! address has opened a pinhole (`docs/spa.md`). The agent derives the
+//! gateway's key from its SPA secret and the gateway's SPIFFE ID, sends
+//! one UDP datagram naming the service, then waits until the gateway's TLS
+//! port accepts a TCP connection (the pinhole is in place), knocking again
+//! if it does not. A knock is valid for a few seconds only; connections
+//! made meanwhile outlive the pinhole, so the agent knocks again only when
+//! it may need a new connection and its last knock is getting old.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpStream, UdpSocket};
+use umbra_proto::control::ServiceAccess;
+use umbra_spa::native::{Knock, OpenAddr, seal};
+use umbra_spa::{DeviceSecret, derive_gateway_key};
+
+use crate::AgentError;
+use crate::dir::AgentDir;
+
+/// A knock younger than this is trusted to have left a pinhole open
+/// (gateways keep one open for 30 s by default).
+const FRESH: Duration = Duration::from_secs(10);
+/// How long to wait for the pinhole, in all.
+const PATIENCE: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+
+fn last_knock(key: &str) -> Option<Instant> {
+    LAST.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()?
+        .get(key)
+        .copied()
+}
+
+fn remember(key: &str) {
+    LAST.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert_with(HashMap::new)
+        .insert(key.to_owned(), Instant::now());
+}
+
+/// The gateway's TLS address (`host`, `port`) from its URL.
+pub fn gateway_host_port(access: &ServiceAccess) -> Result<(String, u16), AgentError> {
+    let url: http::Uri = access
+        .gateway_url
+        .parse()
+        .map_err(|e| AgentError::State(format!("gateway URL {:?}: {e}", access.gateway_url)))?;
+    let host = url
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
+    Ok((host, url.port_u16().unwrap_or(443)))
+}
+
+/// One native knock for `access`'s service at its gateway's SPA port.
+/// Returns where it was sent.
+pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, AgentError> {
+    let spa_port = access.spa_port.ok_or_else(|| {
+        AgentError::State(format!(
+            "the gateway of {:?} is not dark: nothing to knock at",
+            access.name
+        ))
+    })?;
+    let state = dir.state()?;
+    let secret_path = dir.file("spa.key");
+    let secret = std::fs::read_to_string(&secret_path).map_err(|_| {
+        AgentError::State(format!(
+            "{} is missing: enroll this device again to get an SPA secret",
+            secret_path.display()
+        ))
+    })?;
+    let secret = DeviceSecret::from_base64(&secret)
+        .map_err(|e| AgentError::State(format!("{}: {e}", secret_path.display())))?;
+    let trust_domain = state
+        .spiffe_id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once("/device/"))
+        .map(|(td, _)| td)
+        .ok_or_else(|| AgentError::State("agent.json has no SPIFFE ID: enroll again".into()))?;
+    let key = derive_gateway_key(
+        &secret,
+        &format!("spiffe://{trust_domain}/gateway/{}", access.gateway),
+    );
+    let device = uuid::Uuid::parse_str(&state.device_id)
+        .map_err(|e| AgentError::State(format!("device id: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let packet = seal(
+        &key,
+        &Knock::new(device, vec![access.name.clone()], OpenAddr::Source, now),
+    )
+    .map_err(|e| AgentError::State(format!("knock: {e}")))?;
+    let (host, _) = gateway_host_port(access)?;
+    let target = tokio::net::lookup_host((host.as_str(), spa_port))
+        .await
+        .map_err(|e| AgentError::Network(format!("{host}: {e}")))?
+        .next()
+        .ok_or_else(|| AgentError::Network(format!("{host}: no address")))?;
+    let local: SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|e| AgentError::Network(format!("SPA socket: {e}")))?;
+    socket
+        .send_to(&packet, target)
+        .await
+        .map_err(|e| AgentError::Network(format!("knock to {target}: {e}")))?;
+    tracing::debug!(%target, service = %access.name, "knocked");
+    Ok(target)
+}
+
+/// Makes sure the gateway of `access` lets this address in: nothing to do
+/// for a gateway that is not dark or was knocked at recently; otherwise
+/// knock and wait until its TLS port accepts a connection.
+pub async fn ensure(dir: &AgentDir, access: &ServiceAccess) -> Result<(), AgentError> {
+    if access.spa_port.is_none() {
+        return Ok(());
+    }
+    let key = format!("{}|{}", access.gateway_url, access.name);
+    if last_knock(&key).is_some_and(|t| t.elapsed() < FRESH) {
+        return Ok(());
+    }
+    let (host, port) = gateway_host_port(access)?;
+    let started = Instant::now();
+    loop {
+        send(dir, access).await?;
+        // The pinhole is usually there within milliseconds; a SYN that
+        // beats it is dropped, so probe with short timeouts and knock
+        // again (a fresh nonce) if the port stays closed.
+        for _ in 0..3 {
+            let probe = TcpStream::connect((host.as_str(), port));
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                remember(&key);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if started.elapsed() > PATIENCE {
+            return Err(AgentError::Network(format!(
+                "{}: no answer after knocking (is the device approved, the service granted, \
+                 the clock right?)",
+                access.gateway_url
+            )));
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The SPA listener of a dark gateway: one UDP socket, no replies ever.
+//!
+//! A native knock names a device and the services it wants; it opens a
+//! pinhole to the gateway's TLS port for the knocking address only when
+//! the view is fresh, the device is approved and not revoked, its user is
+//! not suspended, and at least one requested service is routed here and
+//! granted to that user. An fwknop knock opens what its `access.conf`
+//! stanza allows. Either way the peer learns nothing: a refused packet and
+//! an accepted one look the same from outside, and the TLS handshake that
+//! follows is what tells the agent it worked.
+//!
+//! Packets that fail the cheap checks (size, magic, base64 alphabet) only
+//! count; the rest are refused with a reason that goes to the debug log in
+//! full and to the audit trail as a label (audit records are summed up per
+//! source and label, so a flood costs a counter, not a write per packet).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use umbra_firewall::{Pinhole, Pinholes, Protocol};
+use umbra_policy::access::{AccessRequest, Authorizer};
+use umbra_proto::control::GatewayAuditRecord;
+use umbra_spa::Refusal;
+use umbra_spa::fwknop::{FwknopConfig, FwknopVerifier};
+use umbra_spa::native::{Verified, Verifier, VerifierConfig};
+
+use crate::Gateway;
+
+/// What the listener has seen, for logs and (later) metrics.
+#[derive(Debug, Default)]
+pub struct SpaCounters {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped_cheap: AtomicU64,
+}
+
+/// Serves knocks on `socket` until `shutdown`.
+pub async fn run(
+    gw: Arc<Gateway>,
+    socket: UdpSocket,
+    pinholes: Arc<dyn Pinholes>,
+    shutdown: CancellationToken,
+) {
+    let Some(spa) = gw.config.spa.clone() else {
+        return;
+    };
+    let started = SystemTime::now();
+    let mut native = Verifier::new(
+        VerifierConfig {
+            window_secs: spa.window_secs,
+            ..VerifierConfig::default()
+        },
+        started,
+    );
+    let mut fwknop = spa
+        .fwknop
+        .clone()
+        .map(|stanzas| FwknopVerifier::new(stanzas, FwknopConfig::default(), started));
+    let port = gw.config.listen.port();
+    // One datagram at most this big is read; anything larger is cut and
+    // then refused by the length checks.
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SPA receive failed");
+                    continue;
+                }
+            },
+        };
+        let packet = &buf[..n];
+        let source = from.ip().to_canonical();
+        let now =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(gw.now()).unwrap_or(0));
+        if packet.starts_with(&umbra_spa::native::MAGIC) {
+            let decision = {
+                let view = gw.view.read();
+                let keys = |d: &uuid::Uuid| view.spa.get(d).map(|e| e.key.clone());
+                native.verify(packet, source, now, &keys)
+            };
+            match decision {
+                Ok(knock) => admit_native(&gw, &pinholes, knock, source, port, spa.pinhole_ttl),
+                Err(refusal) => refused(&gw, source, "native", &refusal),
+            }
+        } else if let Some(fwknop) = fwknop.as_mut() {
+            match fwknop.verify(packet, source, now) {
+                Ok(grant) => {
+                    let ttl = Duration::from_secs(u64::from(grant.timeout_secs.max(1)));
+                    let holes: Vec<Pinhole> = grant
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let proto = match p.proto {
+                                umbra_spa::fwknop::Proto::Tcp => Protocol::Tcp,
+                                umbra_spa::fwknop::Proto::Udp => Protocol::Udp,
+                            };
+                            Pinhole::new(grant.open, proto, p.port, ttl)
+                        })
+                        .collect();
+                    let what = grant
+                        .ports
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    record(
+                        &gw,
+                        &format!("fwknop:{}", grant.message.username),
+                        source,
+                        &format!("ports {what} for {}", grant.open),
+                        "allow",
+                        &format!("fwknop stanza {}", grant.stanza + 1),
+                    );
+                    open(&gw, &pinholes, holes);
+                }
+                Err(refusal) => refused(&gw, source, "fwknop", &refusal),
+            }
+        } else {
+            gw.spa_counters
+                .dropped_cheap
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Decides which of the knock's services this device may reach here, and
+/// opens the gateway's port for it if any.
+fn admit_native(
+    gw: &Arc<Gateway>,
+    pinholes: &Arc<dyn Pinholes>,
+    knock: Verified,
+    source: IpAddr,
+    port: u16,
+    ttl: Duration,
+) {
+    let device = knock.device.to_string();
+    let (actor, decision) = {
+        let view = gw.view.read();
+        let Some(entry) = view.spa.get(&knock.device) else {
+            return refused_reason(gw, source, "native", "device_unknown");
+        };
+        let actor = format!("user:{}", entry.user);
+        let decision = if !gw.view.is_fresh_locked(&view) {
+            Err("gateway_state_stale")
+        } else if view.devices.contains(&device) {
+            Err("device_revoked")
+        } else if view.users.contains(&entry.user) {
+            Err("user_suspended")
+        } else {
+            let granted: Vec<&String> = knock
+                .services
+                .iter()
+                .filter(|s| gw.config.routes.iter().any(|r| &r.service == *s))
+                .filter(|s| {
+                    view.grants
+                        .decide(&AccessRequest {
+                            user: &entry.user,
+                            groups: &entry.groups,
+                            device: &device,
+                            service: s,
+                            method: "",
+                            path: "/",
+                            risk: 0,
+                        })
+                        .allow
+                })
+                .collect();
+            if granted.is_empty() {
+                Err("no_requested_service_granted_here")
+            } else {
+                Ok(granted
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+            }
+        };
+        (actor, decision)
+    };
+    let resource = format!("services {} for {}", knock.services.join(","), knock.open);
+    match decision {
+        Ok(granted) => {
+            gw.spa_counters.accepted.fetch_add(1, Ordering::Relaxed);
+            record(
+                gw,
+                &actor,
+                source,
+                &resource,
+                "allow",
+                &format!("device {device} may reach {granted}"),
+            );
+            open(
+                gw,
+                pinholes,
+                vec![Pinhole::new(knock.open, Protocol::Tcp, port, ttl)],
+            );
+        }
+        Err(reason) => {
+            gw.spa_counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%source, %device, reason, "SPA knock refused");
+            record(gw, &actor, source, &resource, "deny", reason);
+        }
+    }
+}
+
+/// Opens without holding up the listener: nftables batches concurrent
+/// opens into one call, so many knocks in flight cost one `nft` run.
+fn open(gw: &Arc<Gateway>, pinholes: &Arc<dyn Pinholes>, holes: Vec<Pinhole>) {
+    let pinholes = pinholes.clone();
+    let name = gw.name().to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = pinholes.open(&holes).await {
+            tracing::error!(gateway = %name, error = %e, "pinhole could not be opened");
+        }
+    });
+}
+
+fn refused(gw: &Gateway, source: IpAddr, format: &str, refusal: &Refusal) {
+    let cheap = matches!(
+        refusal,
+        Refusal::TooShort { .. }
+            | Refusal::TooLong { .. }
+            | Refusal::BadMagic
+            | Refusal::UnsupportedVersion(_)
+            | Refusal::NotBase64
+            | Refusal::RijndaelPrefix
+            | Refusal::NoStanza(_)
+            | Refusal::RateLimited(_)
+    );
+    if cheap {
+        gw.spa_counters
+            .dropped_cheap
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(%source, format, reason = %refusal, "SPA packet dropped");
+        return;
+    }
+    tracing::debug!(%source, format, reason = %refusal, "SPA packet refused");
+    refused_reason(gw, source, format, refusal.label());
+}
+
+fn refused_reason(gw: &Gateway, source: IpAddr, format: &str, label: &str) {
+    gw.spa_counters.refused.fetch_add(1, Ordering::Relaxed);
+    record(gw, "-", source, &format!("{format} knock"), "deny", label);
+}
+
+fn record(gw: &Gateway, actor: &str, source: IpAddr, resource: &str, outcome: &str, reason: &str) {
+    gw.audit.record(GatewayAuditRecord {
+        ts: gw.now(),
+        actor: actor.to_owned(),
+        source_ip: source.to_string(),
+        action: "spa.knock".into(),
+        resource: format!("gateway:{} {resource}", gw.name()),
+        outcome: outcome.into(),
+        reason: reason.into(),
+        request_id: String::new(),
+        count: 1,
+    });
+}
