@@ -17,6 +17,15 @@ use umbra_gateway::config::{RawConfig, RawRoute};
 
 use crate::support::{self, Body, TestController, TestDevice, error_code};
 
+/// How a dark rig's gateway is set up.
+pub struct Dark {
+    pub spa: umbra_gateway::spa_config::RawSpa,
+    pub firewall: umbra_firewall::FirewallConfig,
+    /// The address the gateway listens on and is reached at (default
+    /// 127.0.0.1); it is also in the gateway certificate's SANs.
+    pub gateway_ip: Option<String>,
+}
+
 pub struct Rig {
     pub tc: TestController,
     pub gw: Arc<Gateway>,
@@ -80,11 +89,23 @@ impl Rig {
     }
 
     pub async fn start_dark_with(spa: umbra_gateway::spa_config::RawSpa) -> Self {
+        Self::start_dark_custom(Dark {
+            spa,
+            firewall: umbra_firewall::FirewallConfig {
+                backend: umbra_firewall::BackendKind::Userspace,
+                ..Default::default()
+            },
+            gateway_ip: None,
+        })
+        .await
+    }
+
+    pub async fn start_dark_custom(dark: Dark) -> Self {
         Self::build(
             300,
             umbra_gateway::config::RawLimits::default(),
             Vec::new(),
-            Some(spa),
+            Some(dark),
         )
         .await
     }
@@ -93,8 +114,12 @@ impl Rig {
         resync_secs: u64,
         limits: umbra_gateway::config::RawLimits,
         extra: Vec<RawRoute>,
-        spa: Option<umbra_gateway::spa_config::RawSpa>,
+        dark: Option<Dark>,
     ) -> Self {
+        let gateway_ip = dark
+            .as_ref()
+            .and_then(|d| d.gateway_ip.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
         let extra_services: Vec<String> = extra.iter().map(|r| r.service.clone()).collect();
         let tc = support::start().await;
         let alice = tc.create_user("alice", &["eng"]).await;
@@ -102,7 +127,7 @@ impl Rig {
         let token = tc
             .admin_post(
                 "/api/v1/admin/gateways",
-                json!({ "name": "gw1", "sans": ["127.0.0.1", "localhost", "h2", "demo"] }),
+                json!({ "name": "gw1", "sans": [gateway_ip, "localhost", "h2", "demo"] }),
             )
             .await["token"]
             .as_str()
@@ -119,11 +144,11 @@ impl Rig {
             .expect("bind");
         let echo_url = format!("tcp://{}", echo.local_addr().expect("addr"));
         tokio::spawn(umbra_gateway::demo::serve_tcp_echo(echo, shutdown.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((gateway_ip.as_str(), 0))
             .await
             .expect("bind");
         let gw_url = format!(
-            "https://127.0.0.1:{}",
+            "https://{gateway_ip}:{}",
             listener.local_addr().expect("a").port()
         );
         let state = tempfile::tempdir().expect("tempdir");
@@ -146,11 +171,8 @@ impl Rig {
             resync_interval_seconds: Some(resync_secs),
             assertion_ttl_seconds: None,
             workers: None,
-            firewall: spa.is_some().then(|| umbra_firewall::FirewallConfig {
-                backend: umbra_firewall::BackendKind::Userspace,
-                ..Default::default()
-            }),
-            spa,
+            firewall: dark.as_ref().map(|d| d.firewall.clone()),
+            spa: dark.map(|d| d.spa),
             limits,
             routes: vec![
                 route("billing", "/v1/charges"),

@@ -10,6 +10,7 @@ mod support;
 mod access;
 mod admin_api;
 mod cli;
+mod dark;
 mod e2e;
 mod enrollment;
 mod login;

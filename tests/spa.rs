@@ -25,7 +25,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
@@ -33,7 +33,7 @@ fn now() -> u64 {
 }
 
 /// A knock as the agent seals it, for `gateway` (its name).
-fn knock_for(
+pub fn knock_for(
     rig: &Rig,
     device: &TestDevice,
     gateway: &str,
@@ -131,7 +131,7 @@ async fn a_dark_gateway_opens_for_a_valid_knock_only_and_only_to_the_knocking_ad
     refused_from(&rig, "127.0.0.2", "before any knock").await;
 
     let d = &rig.device;
-    let good = knock_for(&rig, d, "gw1", &["demo"], OpenAddr::Source, now());
+    let good = knock_for(&rig, d, "gw1", &["demo"], OpenAddr::Source, unix_now());
     let mut tampered = good.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
@@ -144,23 +144,37 @@ async fn a_dark_gateway_opens_for_a_valid_knock_only_and_only_to_the_knocking_ad
         ("tampered", tampered),
         (
             "a knock for another gateway",
-            knock_for(&rig, d, "gw2", &["demo"], OpenAddr::Source, now()),
+            knock_for(&rig, d, "gw2", &["demo"], OpenAddr::Source, unix_now()),
         ),
         (
             "stale",
-            knock_for(&rig, d, "gw1", &["demo"], OpenAddr::Source, now() - 600),
+            knock_for(
+                &rig,
+                d,
+                "gw1",
+                &["demo"],
+                OpenAddr::Source,
+                unix_now() - 600,
+            ),
         ),
         (
             "from the future",
-            knock_for(&rig, d, "gw1", &["demo"], OpenAddr::Source, now() + 600),
+            knock_for(
+                &rig,
+                d,
+                "gw1",
+                &["demo"],
+                OpenAddr::Source,
+                unix_now() + 600,
+            ),
         ),
         (
             "a service not granted",
-            knock_for(&rig, d, "gw1", &["secret"], OpenAddr::Source, now()),
+            knock_for(&rig, d, "gw1", &["secret"], OpenAddr::Source, unix_now()),
         ),
         (
             "a service not here",
-            knock_for(&rig, d, "gw1", &["elsewhere"], OpenAddr::Source, now()),
+            knock_for(&rig, d, "gw1", &["elsewhere"], OpenAddr::Source, unix_now()),
         ),
         (
             "for another address",
@@ -170,7 +184,7 @@ async fn a_dark_gateway_opens_for_a_valid_knock_only_and_only_to_the_knocking_ad
                 "gw1",
                 &["demo"],
                 OpenAddr::Addr(ip("127.0.0.9")),
-                now(),
+                unix_now(),
             ),
         ),
     ];
@@ -230,7 +244,14 @@ async fn a_pinhole_expires_but_the_connection_it_let_in_lives_on() {
     send_from(
         &rig,
         "127.0.0.4",
-        &knock_for(&rig, &rig.device, "gw1", &["demo"], OpenAddr::Source, now()),
+        &knock_for(
+            &rig,
+            &rig.device,
+            "gw1",
+            &["demo"],
+            OpenAddr::Source,
+            unix_now(),
+        ),
     )
     .await;
     opened_for(&rig, "127.0.0.4").await;
@@ -252,7 +273,14 @@ async fn a_pinhole_expires_but_the_connection_it_let_in_lives_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_device_knocks_in_vain() {
     let rig = Rig::start_dark(30).await;
-    let packet = knock_for(&rig, &rig.device, "gw1", &["demo"], OpenAddr::Source, now());
+    let packet = knock_for(
+        &rig,
+        &rig.device,
+        "gw1",
+        &["demo"],
+        OpenAddr::Source,
+        unix_now(),
+    );
     rig.tc
         .admin_post(
             &format!("/api/v1/admin/devices/{}/revoke", rig.device.id),
@@ -287,24 +315,10 @@ async fn the_agent_knocks_by_itself_before_opening_a_tunnel() {
     assert_eq!(&back, b"knock knock");
 }
 
-/// The stock `fwknop` client (Debian's fwknop-client 2.6.10) opens a dark
-/// gateway through its fwknop-compatible mode; the same packet replayed
-/// opens nothing more.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_stock_fwknop_client_opens_a_dark_gateway() {
+/// A dark gateway taking fwknop knocks with fresh keys: the rig, the keys
+/// (base64) and the directory of its `access.conf`.
+async fn fwknop_rig() -> (Rig, String, String, tempfile::TempDir) {
     use base64::Engine as _;
-    if std::process::Command::new("fwknop")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the stock fwknop client is needed (apt-get install fwknop-client)"
-        );
-        eprintln!("SKIPPED: no fwknop client (apt-get install fwknop-client)");
-        return;
-    }
     let b64 = |n: usize| {
         let bytes: Vec<u8> = (0..n)
             .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
@@ -325,6 +339,51 @@ async fn the_stock_fwknop_client_opens_a_dark_gateway() {
         ..Default::default()
     })
     .await;
+    (rig, key, hmac, conf)
+}
+
+/// Waits (bounded) for an allowed `spa.knock` record of an fwknop knock.
+async fn fwknop_allowed(rig: &Rig) {
+    let mut allowed = Vec::new();
+    for _ in 0..100 {
+        allowed = rig
+            .tc
+            .audit("spa.knock")
+            .await
+            .into_iter()
+            .filter(|r| r["outcome"] == "allow")
+            .collect();
+        if !allowed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        allowed.iter().any(|r| r["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fwknop:"))
+            && r["reason"] == "fwknop stanza 1"),
+        "{allowed:?}"
+    );
+}
+
+/// The stock `fwknop` client (Debian's fwknop-client 2.6.10) opens a dark
+/// gateway through its fwknop-compatible mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stock_fwknop_client_opens_a_dark_gateway() {
+    if std::process::Command::new("fwknop")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the stock fwknop client is needed (apt-get install fwknop-client)"
+        );
+        eprintln!("SKIPPED: no fwknop client (apt-get install fwknop-client)");
+        return;
+    }
+    let (rig, key, hmac, conf) = fwknop_rig().await;
     refused_from(&rig, "127.0.0.1", "before the fwknop knock").await;
     let gw_port = rig.gw_url.rsplit(':').next().expect("port").to_owned();
     let rc = conf.path().join("fwknoprc");
@@ -357,25 +416,37 @@ async fn the_stock_fwknop_client_opens_a_dark_gateway() {
     );
     opened_for(&rig, "127.0.0.1").await;
     refused_from(&rig, "127.0.0.7", "another address").await;
-    let mut allowed = Vec::new();
-    for _ in 0..100 {
-        allowed = rig
-            .tc
-            .audit("spa.knock")
-            .await
-            .into_iter()
-            .filter(|r| r["outcome"] == "allow")
-            .collect();
-        if !allowed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fwknop_allowed(&rig).await;
+}
+
+/// `umbra agent knock --fwknop` speaks the same format; a wrong HMAC key
+/// opens nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn umbra_agent_knock_speaks_fwknop_too() {
+    let (rig, key, hmac, _conf) = fwknop_rig().await;
+    let gw_port = rig.gw_url.rsplit(':').next().expect("port").to_owned();
+    let spa = rig.gw.spa_port.expect("dark").to_string();
+    let knock = |hmac: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_umbra"))
+            .args(["agent", "knock", "--fwknop", "--destination", "127.0.0.1"])
+            .args(["--server-port", &spa, "--access", &format!("tcp/{gw_port}")])
+            .args(["--key-base64", &key, "--hmac-key-base64", hmac])
+            .output()
+            .expect("umbra agent knock")
+    };
+    let wrong = knock("c2VjcmV0IGJ1dCB3cm9uZyBzZWNyZXQgYnV0IHdyb25n");
     assert!(
-        allowed.iter().any(|r| r["actor"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("fwknop:"))
-            && r["reason"] == "fwknop stanza 1"),
-        "{allowed:?}"
+        wrong.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
     );
+    refused_from(&rig, "127.0.0.1", "a knock with the wrong HMAC key").await;
+    let out = knock(&hmac);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    opened_for(&rig, "127.0.0.1").await;
+    fwknop_allowed(&rig).await;
 }

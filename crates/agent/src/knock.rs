@@ -156,3 +156,70 @@ pub async fn ensure(dir: &AgentDir, access: &ServiceAccess) -> Result<(), AgentE
         }
     }
 }
+
+/// An fwknop-compatible knock, as the stock `fwknop` client sends it, for
+/// gateways (or fwknopd servers) configured with `access.conf` stanzas.
+pub struct FwknopKnock {
+    pub destination: String,
+    pub server_port: u16,
+    /// `tcp/22`, …
+    pub access: Vec<umbra_spa::fwknop::ProtoPort>,
+    /// The address to open; `None`: this host's address towards the
+    /// destination (what the server sees unless there is NAT between).
+    pub allow_ip: Option<std::net::Ipv4Addr>,
+    pub user: String,
+    pub keys: umbra_spa::fwknop::FwknopKeys,
+    /// Asked lifetime of the pinhole, capped by the server.
+    pub client_timeout: Option<u32>,
+}
+
+/// Sends `k`; returns where it went and the packet (base64 text).
+pub async fn send_fwknop(k: &FwknopKnock) -> Result<(SocketAddr, String), AgentError> {
+    let target = tokio::net::lookup_host((k.destination.as_str(), k.server_port))
+        .await
+        .map_err(|e| AgentError::Network(format!("{}: {e}", k.destination)))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| {
+            AgentError::Network(format!(
+                "{}: no IPv4 address (fwknop is IPv4)",
+                k.destination
+            ))
+        })?;
+    let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .map_err(|e| AgentError::Network(format!("SPA socket: {e}")))?;
+    socket
+        .connect(target)
+        .await
+        .map_err(|e| AgentError::Network(format!("{target}: {e}")))?;
+    let allow_ip = match k.allow_ip {
+        Some(ip) => ip,
+        None => match socket.local_addr().map(|a| a.ip()) {
+            Ok(std::net::IpAddr::V4(ip)) => ip,
+            _ => {
+                return Err(AgentError::State(
+                    "cannot tell this host's address: pass --allow-ip".into(),
+                ));
+            }
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let message = umbra_spa::fwknop::Message::access(
+        &k.user,
+        now,
+        umbra_spa::fwknop::AccessRequest {
+            allow_ip,
+            ports: k.access.clone(),
+        },
+        k.client_timeout,
+    );
+    let packet = umbra_spa::fwknop::encode(&message, &k.keys)
+        .map_err(|e| AgentError::State(format!("fwknop packet: {e}")))?;
+    socket
+        .send(packet.as_bytes())
+        .await
+        .map_err(|e| AgentError::Network(format!("knock to {target}: {e}")))?;
+    Ok((target, packet))
+}

@@ -61,14 +61,106 @@ enum AgentCommand {
         send: bool,
     },
     /// Knock (SPA) at the dark gateway of SERVICE, or of every service of
-    /// the session; `connect` does this by itself.
-    Knock { service: Option<String> },
+    /// the session; `connect` does this by itself. With --fwknop, send an
+    /// fwknop-compatible packet as the stock `fwknop` client does.
+    Knock {
+        service: Option<String>,
+        #[command(flatten)]
+        fwknop: FwknopArgs,
+    },
     /// Forward a local port to SERVICE through its gateway.
     Connect {
         service: String,
         #[arg(long)]
         listen: SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+struct FwknopArgs {
+    /// Speak the fwknop format (needs --destination, --access and the keys).
+    #[arg(long)]
+    fwknop: bool,
+    /// The SPA server (fwknop -D).
+    #[arg(long, requires = "fwknop")]
+    destination: Option<String>,
+    #[arg(long, default_value_t = 62201, requires = "fwknop")]
+    server_port: u16,
+    /// Ports to open, e.g. tcp/22 (fwknop -A); repeat or comma-separate.
+    #[arg(long, value_delimiter = ',', requires = "fwknop")]
+    access: Vec<String>,
+    /// The address to open (fwknop -a); default: this host's address
+    /// towards the destination.
+    #[arg(long, requires = "fwknop")]
+    allow_ip: Option<std::net::Ipv4Addr>,
+    /// Rijndael key, base64 (fwknop --key-base64-rijndael).
+    #[arg(long, requires = "fwknop")]
+    key_base64: Option<String>,
+    /// HMAC key, base64 (fwknop --key-base64-hmac).
+    #[arg(long, requires = "fwknop")]
+    hmac_key_base64: Option<String>,
+    #[arg(long, default_value = "sha256", requires = "fwknop")]
+    hmac_digest_type: String,
+    #[arg(long, default_value = "cbc", requires = "fwknop")]
+    encryption_mode: String,
+    /// The username in the packet (default: $USER).
+    #[arg(long, requires = "fwknop")]
+    spa_user: Option<String>,
+    /// Asked pinhole lifetime in seconds (fwknop --fw-timeout).
+    #[arg(long, requires = "fwknop")]
+    fw_timeout: Option<u32>,
+}
+
+fn fwknop_knock(f: &FwknopArgs) -> Result<umbra_agent::knock::FwknopKnock> {
+    use base64::Engine as _;
+    let b64 = |s: &str, what: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .with_context(|| format!("{what}: not base64"))
+    };
+    let key = b64(
+        f.key_base64
+            .as_deref()
+            .context("--key-base64 is required")?,
+        "--key-base64",
+    )?;
+    let hmac = b64(
+        f.hmac_key_base64
+            .as_deref()
+            .context("--hmac-key-base64 is required (HMAC is not optional)")?,
+        "--hmac-key-base64",
+    )?;
+    let digest: umbra_spa::fwknop::DigestType = f
+        .hmac_digest_type
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--hmac-digest-type: {e}"))?;
+    let mode: umbra_spa::fwknop::EncryptionMode = f
+        .encryption_mode
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--encryption-mode: {e}"))?;
+    let keys = umbra_spa::fwknop::FwknopKeys::new(&key, mode, Some((&hmac, digest)))
+        .map_err(|e| anyhow::anyhow!("keys: {e}"))?;
+    let access = f
+        .access
+        .iter()
+        .map(|a| a.parse().map_err(|e| anyhow::anyhow!("--access {a}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    if access.is_empty() {
+        anyhow::bail!("--access is required (e.g. tcp/22)");
+    }
+    Ok(umbra_agent::knock::FwknopKnock {
+        destination: f.destination.clone().context("--destination is required")?,
+        server_port: f.server_port,
+        access,
+        allow_ip: f.allow_ip,
+        user: f
+            .spa_user
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "umbra".into()),
+        keys,
+        client_timeout: f.fw_timeout,
+    })
 }
 
 fn agent_dir(args: &AgentArgs) -> Result<AgentDir> {
@@ -161,7 +253,17 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Ok(())
         }
         AgentCommand::Status => status(&dir, json).await,
-        AgentCommand::Knock { service } => {
+        AgentCommand::Knock { fwknop, .. } if fwknop.fwknop => {
+            let (to, _) = umbra_agent::knock::send_fwknop(&fwknop_knock(&fwknop)?).await?;
+            if json {
+                return print_json(
+                    &serde_json::json!({"format": "fwknop", "sent_to": to.to_string()}),
+                );
+            }
+            println!("knocked at {to} (fwknop)");
+            Ok(())
+        }
+        AgentCommand::Knock { service, .. } => {
             let session = dir.session()?.context(
                 "not logged in: the session lists the services and their gateways; \
                  run `umbra agent login --user NAME`",

@@ -368,8 +368,17 @@ async fn start_gateway(
         resync_interval_seconds: None,
         assertion_ttl_seconds: None,
         workers: None,
-        spa: None,
-        firewall: None,
+        // Dark, as a real gateway would be, but with userspace pinholes:
+        // `umbra dev` never touches the host's firewall. The agent knocks
+        // by itself before it connects.
+        spa: Some(umbra_gateway::spa_config::RawSpa {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        }),
+        firewall: Some(umbra_firewall::FirewallConfig {
+            backend: umbra_firewall::BackendKind::Userspace,
+            ..Default::default()
+        }),
         limits: Default::default(),
         routes: vec![
             umbra_gateway::config::RawRoute {
