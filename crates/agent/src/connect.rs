@@ -244,6 +244,7 @@ async fn forward(
         }
         Ok(resp) => resp.map(BodyExt::boxed),
         Err(e) => {
+            crate::knock::forget(access);
             tracing::warn!(error = %e, gateway = %access.gateway_url, "gateway unreachable");
             local_error(StatusCode::BAD_GATEWAY, "gateway unreachable")
         }

@@ -39,6 +39,19 @@ fn last_knock(key: &str) -> Option<Instant> {
         .copied()
 }
 
+/// Forgets the last knock for `access`: a connection failed, and the next
+/// attempt knocks again rather than trust a pinhole that may be gone.
+pub fn forget(access: &ServiceAccess) {
+    let key = format!("{}|{}", access.gateway_url, access.name);
+    if let Some(map) = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_mut()
+    {
+        map.remove(&key);
+    }
+}
+
 fn remember(key: &str) {
     LAST.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -136,6 +149,9 @@ pub async fn ensure(dir: &AgentDir, access: &ServiceAccess) -> Result<(), AgentE
     let started = Instant::now();
     loop {
         send(dir, access).await?;
+        // Give the gateway a moment to open the pinhole: with userspace
+        // pinholes a TCP probe succeeds either way, so it cannot tell.
+        tokio::time::sleep(Duration::from_millis(10)).await;
         // The pinhole is usually there within milliseconds; a SYN that
         // beats it is dropped, so probe with short timeouts and knock
         // again (a fresh nonce) if the port stays closed.

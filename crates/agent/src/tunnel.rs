@@ -71,10 +71,14 @@ pub async fn open(
             .connect(name, tcp)
             .await
     };
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|_| AgentError::Network(format!("{}: timed out", access.gateway_url)))?
-        .map_err(|e| AgentError::Network(format!("{}: {e}", access.gateway_url)))?;
+        .map_err(|_| AgentError::Network(format!("{}: timed out", access.gateway_url)))
+        .and_then(|r| r.map_err(|e| AgentError::Network(format!("{}: {e}", access.gateway_url))));
+    if connected.is_err() {
+        crate::knock::forget(access);
+    }
+    let mut stream = connected?;
     let mut line = serde_json::to_vec(&TunnelOpen {
         service: access.name.clone(),
         token,
