@@ -68,6 +68,9 @@ enum Cmd {
         hmac_key_b64: String,
         #[arg(long)]
         allow_ip: Ipv4Addr,
+        /// Distinct allow-IPs: packet i asks for allow_ip + (i % this).
+        #[arg(long, default_value_t = 1)]
+        allow_ip_count: u32,
         #[arg(long, default_value_t = 22)]
         port: u16,
         #[arg(long)]
@@ -119,6 +122,14 @@ enum Cmd {
         pattern: String,
         #[arg(long)]
         label: String,
+        /// When a line contains this, write `ready_file`.
+        #[arg(long)]
+        ready_pattern: Option<String>,
+        #[arg(long)]
+        ready_file: Option<String>,
+        /// Copy every line read to this file.
+        #[arg(long)]
+        copy: Option<String>,
     },
     /// New nftables pinholes/s through NftPinholes (run as root).
     Pinholes {
@@ -147,9 +158,10 @@ fn main() -> ExitCode {
             key_b64,
             hmac_key_b64,
             allow_ip,
+            allow_ip_count,
             port,
             out,
-        } => fwknop_gen(count, &key_b64, &hmac_key_b64, allow_ip, port, &out),
+        } => fwknop_gen(count, &key_b64, &hmac_key_b64, allow_ip, allow_ip_count, port, &out),
         Cmd::Fwknop {
             file,
             access_conf,
@@ -165,7 +177,13 @@ fn main() -> ExitCode {
             ready_file,
         } => udp_fwknop(listen, &access_conf, idle, max_wait, ready_file.as_deref()),
         Cmd::Send { file, to, rate } => send(&file, to, rate),
-        Cmd::Count { pattern, label } => count(&pattern, &label),
+        Cmd::Count {
+            pattern,
+            label,
+            ready_pattern,
+            ready_file,
+            copy,
+        } => count(&pattern, &label, ready_pattern.as_deref(), ready_file.as_deref(), copy.as_deref()),
         Cmd::Pinholes {
             total,
             in_flight,
@@ -359,6 +377,7 @@ fn fwknop_gen(
     key: &str,
     hkey: &str,
     allow_ip: Ipv4Addr,
+    allow_ip_count: u32,
     port: u16,
     out: &str,
 ) -> Res<()> {
@@ -370,12 +389,13 @@ fn fwknop_gen(
     let now_s = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
     let t = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
+        let ip = Ipv4Addr::from(u32::from(allow_ip) + (i as u32 % allow_ip_count.max(1)));
         let m = Message::access(
             "root",
             now_s,
             AccessRequest {
-                allow_ip,
+                allow_ip: ip,
                 ports: vec![ProtoPort {
                     proto: Proto::Tcp,
                     port,
@@ -387,7 +407,7 @@ fn fwknop_gen(
     }
     f.flush()?;
     eprintln!(
-        "fwknop-gen: {count} packets (user root, {allow_ip},tcp/{port}, AES-256-CBC + HMAC-SHA256, timestamp {now_s}) in {:.2} s -> {out}",
+        "fwknop-gen: {count} packets (user root, {allow_ip} (+0..{allow_ip_count}),tcp/{port}, AES-256-CBC + HMAC-SHA256, timestamp {now_s}) in {:.2} s -> {out}",
         t.elapsed().as_secs_f64()
     );
     Ok(())
@@ -608,7 +628,17 @@ fn send(file: &str, to: SocketAddr, rate: u64) -> Res<()> {
     Ok(())
 }
 
-fn count(pattern: &str, label: &str) -> Res<()> {
+fn count(
+    pattern: &str,
+    label: &str,
+    ready_pattern: Option<&str>,
+    ready_file: Option<&str>,
+    copy: Option<&str>,
+) -> Res<()> {
+    let mut copy = match copy {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
     let stdin = std::io::stdin();
     let (mut n, mut lines) = (0usize, 0usize);
     let mut first: Option<SystemTime> = None;
@@ -621,12 +651,23 @@ fn count(pattern: &str, label: &str) -> Res<()> {
             break;
         }
         lines += 1;
+        if let Some(c) = copy.as_mut() {
+            c.write_all(line.as_bytes())?;
+        }
+        if let (Some(rp), Some(rf)) = (ready_pattern, ready_file)
+            && line.contains(rp)
+        {
+            std::fs::write(rf, "ready\n")?;
+        }
         if line.contains(pattern) {
             let now = SystemTime::now();
             first.get_or_insert(now);
             last = now;
             n += 1;
         }
+    }
+    if let Some(c) = copy.as_mut() {
+        c.flush()?;
     }
     let span = first.map_or(0.0, |f| last.duration_since(f).map_or(0.0, |d| d.as_secs_f64()));
     println!(

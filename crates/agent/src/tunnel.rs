@@ -49,16 +49,7 @@ pub async fn open(
             AgentError::State("not logged in; run `umbra agent login --user NAME`".into())
         })?
         .token;
-    let url: http::Uri = access
-        .gateway_url
-        .parse()
-        .map_err(|e| AgentError::State(format!("gateway URL {:?}: {e}", access.gateway_url)))?;
-    let host = url
-        .host()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let port = url.port_u16().unwrap_or(443);
+    let (host, port) = crate::knock::gateway_host_port(access)?;
     crate::knock::ensure(dir, access).await?;
     let mut tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
     tls.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
