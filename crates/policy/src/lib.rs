@@ -1,15 +1,36 @@
 //! Policy and risk decisions, without I/O.
 //!
-//! This first cut holds the risk scale that every part of Umbra shares
-//! (`DESIGN.md`, "Risk scale") and the login risk score computed from the
-//! signals the controller has today: device posture and recent failures. The
-//! Rego engine and the full risk engine (location, time, behaviour) arrive
-//! with the policy issue and plug into the same types.
+//! Every access decision in Umbra comes from this crate: default deny,
+//! explicit policy, device posture and a risk score, each decision with its
+//! reasons. Callers (the controller at login and on re-checks, the gateway on
+//! every request and stream, the OPA-compatible Data API) hand in values and
+//! a time and get a decision back; nothing here reads a file, a socket or the
+//! clock.
 //!
 //! Layout:
 //! - [`risk`]: the 0–100 scale, its bands and the login score.
-//! - [`access`]: the access decision point the gateway and the controller
-//!   ask, today answered from per-service allow lists.
+//! - [`access`]: the per-service allow lists the gateway asks today.
+//! - [`path`]: request path normalization and whole-segment prefixes.
+//! - [`rego`]: Rego (OPA-compatible) on regorus: policy sets compiled once,
+//!   evaluated many times, switched atomically.
+//! - [`rules`]: native access rules from TOML, first match wins.
+//! - [`compliance`]: device compliance policies (`high_security`,
+//!   `standard`), each failing check named.
+//! - [`decision`]: the one decision interface: [`decision::DecisionInput`]
+//!   in (the Rego `input` document), [`decision::Decision`] out.
 
 pub mod access;
+pub mod compliance;
+pub mod decision;
+pub mod path;
+pub mod rego;
 pub mod risk;
+pub mod rules;
+
+// The tests that read like integration tests (fixtures, OPA's answers) run
+// in the unit-test binary; `umbra_policy::` names this crate there.
+#[cfg(test)]
+extern crate self as umbra_policy;
+#[cfg(test)]
+#[path = "../tests/opa_compat.rs"]
+mod opa_compat;
