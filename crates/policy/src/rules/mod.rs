@@ -27,7 +27,7 @@ pub mod matchers;
 
 use std::net::IpAddr;
 
-pub use config::{ConfigError, PolicyConfig, RiskPolicy};
+pub use config::{ConfigError, MAX_POLICY_FILE_BYTES, MAX_RULES, PolicyConfig, RiskPolicy};
 use matchers::{Cidr, Method, PathPrefix, Ports, SpiffePattern, TimeWindow};
 
 use crate::decision::Check;
@@ -142,7 +142,7 @@ pub trait ComplianceSource {
 }
 
 /// What the rules decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleEffect {
     Allow,
     /// Allowed after a fresh MFA.
@@ -198,7 +198,7 @@ impl RuleSet {
             }
             let misses = rule.target_misses(&facts);
             if !misses.is_empty() {
-                if closest_target.is_none() {
+                if rule.effect == Effect::Allow && closest_target.is_none() {
                     closest_target = Some((rule, misses));
                 }
                 continue;
