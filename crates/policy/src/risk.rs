@@ -27,6 +27,9 @@
 
 use umbra_proto::PostureReport;
 
+pub mod engine;
+pub use engine::{AccessEvent, Baseline, RiskEngineConfig, RiskSignals, RiskWeights};
+
 /// Thresholds and session lengths; the defaults are the table above.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RiskBands {

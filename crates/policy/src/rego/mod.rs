@@ -408,6 +408,32 @@ impl PolicySet {
         if let Some(input) = input {
             engine.set_input(input.0.clone());
         }
+        // A rule path (`data.pkg.rule`, the common case) evaluates without
+        // parsing and scheduling a query, several times faster. Anything
+        // else (a package, plain data, an expression), or a rule path that
+        // fails, goes through the full query, which gives the same answer or
+        // the precise error.
+        if is_rule_path(query)
+            && let Ok(value) = engine.eval_rule(query.to_owned())
+        {
+            return Ok(QueryResults {
+                result: match value {
+                    Value::Undefined => Vec::new(),
+                    v => vec![QueryResult {
+                        expressions: vec![Expression {
+                            value: to_json(&v),
+                            text: query.to_owned(),
+                            location: Location { row: 1, col: 1 },
+                        }],
+                        bindings: serde_json::Map::new(),
+                    }],
+                },
+            });
+        }
+        let mut engine = self.engine.clone();
+        if let Some(input) = input {
+            engine.set_input(input.0.clone());
+        }
         let results = engine
             .eval_query(query.to_owned(), false)
             .map_err(|e| query_error(&e))?;
@@ -450,6 +476,39 @@ impl PolicySet {
         let results = self.eval_query(&data_query(path), input)?;
         Ok(results.single_value().cloned())
     }
+}
+
+/// `data` followed by `.name` or `["string"]` components, nothing else.
+fn is_rule_path(query: &str) -> bool {
+    let Some(mut rest) = query.strip_prefix("data") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = r
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            if n == 0 || r.as_bytes()[0].is_ascii_digit() {
+                return false;
+            }
+            rest = &r[n..];
+        } else if let Some(r) = rest.strip_prefix("[\"") {
+            let Some(end) = r.find("\"]") else {
+                return false;
+            };
+            if r[..end].contains(['\\', '"']) {
+                return false;
+            }
+            rest = &r[end + 2..];
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// `service_auth/allow` → `data["service_auth"]["allow"]`. Each segment is

@@ -44,7 +44,7 @@ use toml::Spanned;
 use super::matchers::{Cidr, Method, PathPrefix, Ports, SpiffePattern, TimeWindow};
 use super::{Effect, Names, Rule, RuleSet, Subjects};
 use crate::compliance::ComplianceConfig;
-use crate::risk::RiskBands;
+use crate::risk::{RiskBands, RiskEngineConfig};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_FILE_BYTES: usize = 4 << 20;
@@ -81,6 +81,8 @@ pub struct RiskPolicy {
     /// A subject whose risk is at or above `bands.step_up` must have passed
     /// MFA within this many seconds, else the decision is step-up.
     pub step_up_mfa_max_age_seconds: u64,
+    /// `[risk.engine]`: how scores are computed.
+    pub engine: RiskEngineConfig,
 }
 
 impl Default for RiskPolicy {
@@ -88,6 +90,7 @@ impl Default for RiskPolicy {
         Self {
             bands: RiskBands::default(),
             step_up_mfa_max_age_seconds: 900,
+            engine: RiskEngineConfig::default(),
         }
     }
 }
@@ -134,6 +137,8 @@ struct RawRisk {
     session_low_seconds: Option<u32>,
     session_medium_seconds: Option<u32>,
     session_high_seconds: Option<u32>,
+    #[serde(default)]
+    engine: RiskEngineConfig,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +312,7 @@ fn risk_policy(raw: &RawRisk) -> Result<RiskPolicy, String> {
         step_up_mfa_max_age_seconds: raw
             .step_up_mfa_max_age_seconds
             .unwrap_or(d.step_up_mfa_max_age_seconds),
+        engine: raw.engine.clone(),
     })
 }
 
