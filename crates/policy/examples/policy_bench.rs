@@ -65,8 +65,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         RegoVersion::Auto,
     )?;
     b.add_data_json("umbra/data.json", &read("umbra/data.json")?)?;
+    b.add_module(
+        "bench.rego",
+        "package bench\nt := true\n",
+        RegoVersion::Auto,
+    )?;
     let set = b.build()?;
     let n = 20_000;
+    measure("rego trivial rule (fixed cost)", n, || {
+        let _ = set.eval_path("bench/t", None);
+    });
 
     let input = set.input_from_json(
         r#"{"source_service":"api-gateway","target_service":"payment-service","method":"POST","path":"/v1/charges"}"#,

@@ -30,6 +30,7 @@ pub mod decision;
 pub mod error;
 
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regorus::{Engine, PolicyLengthConfig, Value};
@@ -249,6 +250,7 @@ impl PolicySetBuilder {
             .map_err(|e| LoadError::compile(&e))?;
         Ok(PolicySet {
             engine: self.engine,
+            pool: Arc::default(),
             limits: self.limits,
             modules: self.modules,
             data_files: self.data_files,
@@ -268,10 +270,18 @@ fn length_config(max_file_bytes: usize) -> PolicyLengthConfig {
 #[derive(Clone, Debug)]
 pub struct PolicySet {
     engine: Engine,
+    /// Engines that evaluated a rule path and came back clean, for reuse:
+    /// regorus resets an engine's evaluation state before each rule, and
+    /// reusing one saves the clone. Only the rule-path route uses the pool,
+    /// and an engine that failed is dropped, not returned.
+    pool: Arc<Mutex<Vec<Engine>>>,
     limits: Limits,
     modules: Vec<ModuleInfo>,
     data_files: Vec<String>,
 }
+
+/// Engines kept per set; more are cloned and dropped under load.
+const POOL_SIZE: usize = 32;
 
 /// The results of a query, shaped as `opa eval` prints them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -333,6 +343,7 @@ impl PolicySet {
             .build()
             .unwrap_or_else(|_| PolicySet {
                 engine: Engine::new(),
+                pool: Arc::default(),
                 limits: Limits::default(),
                 modules: Vec::new(),
                 data_files: Vec::new(),
@@ -360,13 +371,19 @@ impl PolicySet {
     /// reading a byte of it.
     pub fn input_from_json(&self, json: &str) -> Result<Input, EvalError> {
         self.check_input_size(json.len())?;
-        serde_json::from_str::<Value>(json)
-            .map(Input)
-            .map_err(|e| EvalError::BadInput {
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            })
+        // regorus's own parser stores objects in the compact form its
+        // evaluator reads fastest; serde_json only explains a failure.
+        Value::from_json_str(json).map(Input).map_err(|_| {
+            let (line, column, message) = match serde_json::from_str::<serde_json::Value>(json) {
+                Err(e) => (e.line(), e.column(), e.to_string()),
+                Ok(_) => (0, 0, "not accepted by the Rego engine".to_owned()),
+            };
+            EvalError::BadInput {
+                line,
+                column,
+                message,
+            }
+        })
     }
 
     /// Converts any serializable input (a [`DecisionInput`], a
@@ -404,18 +421,22 @@ impl PolicySet {
                 max: self.limits.max_query_bytes,
             });
         }
-        let mut engine = self.engine.clone();
-        if let Some(input) = input {
-            engine.set_input(input.0.clone());
-        }
         // A rule path (`data.pkg.rule`, the common case) evaluates without
         // parsing and scheduling a query, several times faster. Anything
         // else (a package, plain data, an expression), or a rule path that
         // fails, goes through the full query, which gives the same answer or
         // the precise error.
-        if is_rule_path(query)
-            && let Ok(value) = engine.eval_rule(query.to_owned())
-        {
+        let rule_value = if is_rule_path(query) {
+            match self.eval_rule(query, input) {
+                Ok(v) => Some(v),
+                // Running out of time again on the full query helps no one.
+                Err(e @ EvalError::Timeout(_)) => return Err(e),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        if let Some(value) = rule_value {
             return Ok(QueryResults {
                 result: match value {
                     Value::Undefined => Vec::new(),
@@ -461,6 +482,24 @@ impl PolicySet {
                 })
                 .collect(),
         })
+    }
+
+    /// Evaluates a rule path on a pooled engine.
+    fn eval_rule(&self, path: &str, input: Option<&Input>) -> Result<Value, EvalError> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let mut engine = pooled.unwrap_or_else(|| self.engine.clone());
+        engine.set_input(input.map_or(Value::Undefined, |i| i.0.clone()));
+        let value = engine
+            .eval_rule(path.to_owned())
+            .map_err(|e| EvalError::eval(&e))?;
+        // Drop the input now rather than keep it alive in the pool.
+        engine.set_input(Value::Undefined);
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < POOL_SIZE
+        {
+            pool.push(engine);
+        }
+        Ok(value)
     }
 
     /// The document at a `data` path, as the OPA Data API answers
