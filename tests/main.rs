@@ -11,6 +11,7 @@ mod access;
 mod admin_api;
 mod cli;
 mod dark;
+mod dark_controller;
 mod e2e;
 mod enrollment;
 mod login;

@@ -19,6 +19,12 @@ use umbra_controller::config::RawConfig;
 
 pub struct TestController {
     pub url: String,
+    /// Where the public endpoints are: `url`, or a dark controller's
+    /// public listener.
+    pub public_url: String,
+    /// The source address of this harness's own requests (`public()`):
+    /// an exempt one for a dark controller.
+    pub local: Option<std::net::IpAddr>,
     pub controller: Arc<Controller>,
     pub clock: ManualClock,
     pub admin_token: String,
@@ -55,6 +61,23 @@ pub async fn start() -> TestController {
 
 /// Starts a controller whose config file holds `extra_toml`.
 pub async fn start_with(extra_toml: &str) -> TestController {
+    start_inner(extra_toml, false).await
+}
+
+/// A dark controller on loopback: knocks on a UDP port, userspace
+/// pinholes of `pinhole_seconds`, the public endpoints on their own
+/// listener, and 127.0.0.2 exempt: this harness (the admin) speaks from
+/// there; devices knock from 127.0.0.1 or elsewhere in 127/8.
+pub async fn start_dark(pinhole_seconds: u64) -> TestController {
+    let toml = format!(
+        "[spa]\nlisten = \"127.0.0.1:0\"\npublic_listen = \"127.0.0.1:0\"\n\
+         pinhole_seconds = {pinhole_seconds}\nexempt = [\"127.0.0.2\"]\n\
+         [firewall]\nbackend = \"userspace\"\n"
+    );
+    start_inner(&toml, true).await
+}
+
+async fn start_inner(extra_toml: &str, dark: bool) -> TestController {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, kek) = umbra_pki::Kek::generate().expect("kek");
@@ -77,12 +100,47 @@ pub async fn start_with(extra_toml: &str) -> TestController {
         "https://127.0.0.1:{}",
         listener.local_addr().expect("addr").port()
     );
+    let (public, knock, public_url, local) = if dark {
+        let public = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let public_url = format!(
+            "https://127.0.0.1:{}",
+            public.local_addr().expect("addr").port()
+        );
+        let knock = umbra_controller::server::knock_socket("127.0.0.1:0".parse().expect("addr"))
+            .expect("knock socket");
+        (
+            Some(public),
+            Some(knock),
+            public_url,
+            Some("127.0.0.2".parse().expect("ip")),
+        )
+    } else {
+        (None, None, url.clone(), None)
+    };
     let shutdown = CancellationToken::new();
-    tokio::spawn(umbra_controller::server::run(
+    let listeners = umbra_controller::server::Listeners {
+        main: listener,
+        public,
+        knock,
+    };
+    tokio::spawn(umbra_controller::server::run_with(
         controller.clone(),
-        listener,
+        listeners,
         shutdown.clone(),
     ));
+    if dark {
+        // Set once the pinholes (the exempt address's too) are in place.
+        let start = std::time::Instant::now();
+        while controller.dark.get().is_none() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "dark controller did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     let bootstrap_file = controller
         .bootstrap_file
         .clone()
@@ -96,6 +154,8 @@ pub async fn start_with(extra_toml: &str) -> TestController {
     assert_eq!(mode & 0o777, 0o600, "bootstrap credential must be private");
     let mut tc = TestController {
         url,
+        public_url,
+        local,
         controller,
         clock,
         admin_token: String::new(),
@@ -178,6 +238,16 @@ pub enum Body {
 }
 
 pub fn http(base: &str, ca: &CertificateDer<'static>, identity: Option<(&str, &str)>) -> Http {
+    http_from(base, ca, identity, None)
+}
+
+/// As [`http`], with connections made from `local` if given.
+pub fn http_from(
+    base: &str,
+    ca: &CertificateDer<'static>,
+    identity: Option<(&str, &str)>,
+    local: Option<std::net::IpAddr>,
+) -> Http {
     let identity = identity.map(|(cert, key)| {
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -190,6 +260,7 @@ pub fn http(base: &str, ca: &CertificateDer<'static>, identity: Option<(&str, &s
     let tls = umbra_pki::tls::client_config(ca, identity).expect("tls");
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        .local_address(local)
         .build()
         .expect("client");
     Http {
@@ -224,8 +295,15 @@ impl TestController {
         self.controller.ca.cert_der().clone()
     }
 
+    /// An HTTP client for the controller's main listener, from this
+    /// harness's own address.
     pub fn public(&self) -> Http {
-        http(&self.url, &self.ca(), None)
+        http_from(&self.url, &self.ca(), None, self.local)
+    }
+
+    /// An HTTP client for the public endpoints.
+    pub fn public_endpoints(&self) -> Http {
+        http(&self.public_url, &self.ca(), None)
     }
 
     pub fn with_device(&self, d: &TestDevice) -> Http {
@@ -279,7 +357,7 @@ impl TestController {
         let token = self.enrollment_token(user).await;
         let (key_pem, csr_pem) = key_and_csr();
         let (status, body) = self
-            .public()
+            .public_endpoints()
             .post(
                 "/api/v1/enroll",
                 None,

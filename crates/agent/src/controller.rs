@@ -120,6 +120,7 @@ pub async fn enroll(
         controller_url: controller_url.to_owned(),
         device_id: enrolled.device_id.clone(),
         spiffe_id: enrolled.spiffe_id.clone(),
+        dark: enrolled.dark,
     };
     let text =
         serde_json::to_string_pretty(&state).map_err(|e| AgentError::State(e.to_string()))?;
@@ -135,10 +136,14 @@ pub async fn enroll(
     Ok(enrolled)
 }
 
-fn mtls(dir: &AgentDir) -> Result<(reqwest::Client, AgentState), AgentError> {
+/// A client with the device certificate, the agent's state and the base
+/// URL of the controller's login surface, knocked open first if the
+/// controller is dark.
+async fn mtls(dir: &AgentDir) -> Result<(reqwest::Client, AgentState, String), AgentError> {
     let state = dir.state()?;
     let tls = umbra_pki::tls::client_config(&dir.ca()?, Some(dir.identity()?))?;
-    Ok((client(tls)?, state))
+    let base = crate::knock::ensure_controller(dir, &state).await?;
+    Ok((client(tls)?, state, base))
 }
 
 /// The device certificate's validity (Unix seconds).
@@ -162,10 +167,10 @@ pub fn renewal_due(dir: &AgentDir, now: i64) -> Result<bool, AgentError> {
 /// current one. The saved session is bound to the old certificate, so it
 /// is dropped: the next login binds to the new one.
 pub async fn renew(dir: &AgentDir) -> Result<EnrollResponse, AgentError> {
-    let (http, state) = mtls(dir)?;
+    let (http, state, base) = mtls(dir).await?;
     let hostname = crate::device::local_posture(&state.device_id).hostname;
     let key = crate::device::new_key_and_csr(&hostname)?;
-    let url = format!("{}/api/v1/devices/renew", state.controller_url);
+    let url = format!("{base}/api/v1/devices/renew");
     let renewed: EnrollResponse = call(
         &http,
         reqwest::Method::POST,
@@ -216,8 +221,8 @@ pub async fn login(
             Err(e) => return Err(e),
         }
     }
-    let (http, state) = mtls(dir)?;
-    let url = format!("{}/api/v1/auth/login", state.controller_url);
+    let (http, _, base) = mtls(dir).await?;
+    let url = format!("{base}/api/v1/auth/login");
     let request = LoginRequest {
         user: user.to_owned(),
         password: password.to_string(),
@@ -236,8 +241,8 @@ pub async fn logout(dir: &AgentDir) -> Result<Option<Session>, AgentError> {
     let Some(session) = dir.session()? else {
         return Ok(None);
     };
-    let (http, state) = mtls(dir)?;
-    let url = format!("{}/api/v1/auth/logout", state.controller_url);
+    let (http, _, base) = mtls(dir).await?;
+    let url = format!("{base}/api/v1/auth/logout");
     let result: Result<Session, _> = call(
         &http,
         reqwest::Method::POST,
@@ -260,8 +265,8 @@ pub async fn session(dir: &AgentDir) -> Result<Option<Session>, AgentError> {
     let Some(saved) = dir.session()? else {
         return Ok(None);
     };
-    let (http, state) = mtls(dir)?;
-    let url = format!("{}/api/v1/auth/session", state.controller_url);
+    let (http, _, base) = mtls(dir).await?;
+    let url = format!("{base}/api/v1/auth/session");
     match call(
         &http,
         reqwest::Method::GET,
@@ -284,11 +289,12 @@ pub async fn report_posture(
     root: &std::path::Path,
 ) -> Result<Option<umbra_proto::api::PostureReceipt>, AgentError> {
     let now = crate::posture::unix_now();
-    let (http, state) = mtls(dir)?;
+    let state = dir.state()?;
     let Some(pending) = crate::posture::schedule::pending(dir, &state.device_id, root, now) else {
         return Ok(None);
     };
-    let url = format!("{}/api/v1/devices/posture", state.controller_url);
+    let (http, _, base) = mtls(dir).await?;
+    let url = format!("{base}/api/v1/devices/posture");
     let receipt: umbra_proto::api::PostureReceipt = call(
         &http,
         reqwest::Method::POST,

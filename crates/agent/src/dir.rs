@@ -5,7 +5,7 @@
 //! | `device.key`  | 0600 | the device's private key (never leaves this directory) |
 //! | `device.crt`  | 0644 | its certificate from the Umbra CA |
 //! | `ca.pem`      | 0644 | the Umbra CA, pinned at enrollment |
-//! | `agent.json`  | 0644 | controller URL and device id |
+//! | `agent.json`  | 0644 | controller URL, device id, a dark controller's ports |
 //! | `session.json`| 0600 | the current session token and its services |
 //! | `spa.key`     | 0600 | the device's SPA secret (base64), for knocking at dark gateways |
 
@@ -26,6 +26,10 @@ pub struct AgentState {
     /// gateways whose SPA keys the agent derives.
     #[serde(default)]
     pub spiffe_id: String,
+    /// Set when the controller is dark: where its login surface is and
+    /// where to knock first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dark: Option<umbra_proto::api::DarkController>,
 }
 
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@ use umbra_spa::native::{Knock, OpenAddr, seal};
 use umbra_spa::{DeviceSecret, derive_gateway_key};
 
 use crate::AgentError;
-use crate::dir::AgentDir;
+use crate::dir::{AgentDir, AgentState};
 
 /// A knock younger than this is trusted to have left a pinhole open
 /// (gateways keep one open for 30 s by default).
@@ -42,13 +42,16 @@ fn last_knock(key: &str) -> Option<Instant> {
 /// Forgets the last knock for `access`: a connection failed, and the next
 /// attempt knocks again rather than trust a pinhole that may be gone.
 pub fn forget(access: &ServiceAccess) {
-    let key = format!("{}|{}", access.gateway_url, access.name);
+    forget_key(&format!("{}|{}", access.gateway_url, access.name));
+}
+
+fn forget_key(key: &str) {
     if let Some(map) = LAST
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .as_mut()
     {
-        map.remove(&key);
+        map.remove(key);
     }
 }
 
@@ -73,15 +76,57 @@ pub fn gateway_host_port(access: &ServiceAccess) -> Result<(String, u16), AgentE
     Ok((host, url.port_u16().unwrap_or(443)))
 }
 
-/// One native knock for `access`'s service at its gateway's SPA port.
-/// Returns where it was sent.
-pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, AgentError> {
+/// Where a native knock goes and what it asks for.
+struct Target {
+    /// The SPIFFE ID the key is derived for (a gateway's, the controller's).
+    id: String,
+    service: String,
+    host: String,
+    tls_port: u16,
+    spa_port: u16,
+    /// Names the target in the memory of recent knocks and in errors.
+    memo: String,
+}
+
+fn trust_domain(state: &AgentState) -> Result<&str, AgentError> {
+    state
+        .spiffe_id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once("/device/"))
+        .map(|(td, _)| td)
+        .ok_or_else(|| AgentError::State("agent.json has no SPIFFE ID: enroll again".into()))
+}
+
+fn gateway_target(state: &AgentState, access: &ServiceAccess) -> Result<Target, AgentError> {
     let spa_port = access.spa_port.ok_or_else(|| {
         AgentError::State(format!(
             "the gateway of {:?} is not dark: nothing to knock at",
             access.name
         ))
     })?;
+    let (host, tls_port) = gateway_host_port(access)?;
+    Ok(Target {
+        id: format!(
+            "spiffe://{}/gateway/{}",
+            trust_domain(state)?,
+            access.gateway
+        ),
+        service: access.name.clone(),
+        host,
+        tls_port,
+        spa_port,
+        memo: format!("{}|{}", access.gateway_url, access.name),
+    })
+}
+
+/// One native knock for `access`'s service at its gateway's SPA port.
+/// Returns where it was sent.
+pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, AgentError> {
+    let target = gateway_target(&dir.state()?, access)?;
+    send_to(dir, &target).await
+}
+
+async fn send_to(dir: &AgentDir, t: &Target) -> Result<SocketAddr, AgentError> {
     let state = dir.state()?;
     let secret_path = dir.file("spa.key");
     let secret = std::fs::read_to_string(&secret_path).map_err(|_| {
@@ -92,16 +137,7 @@ pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, 
     })?;
     let secret = DeviceSecret::from_base64(&secret)
         .map_err(|e| AgentError::State(format!("{}: {e}", secret_path.display())))?;
-    let trust_domain = state
-        .spiffe_id
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.split_once("/device/"))
-        .map(|(td, _)| td)
-        .ok_or_else(|| AgentError::State("agent.json has no SPIFFE ID: enroll again".into()))?;
-    let key = derive_gateway_key(
-        &secret,
-        &format!("spiffe://{trust_domain}/gateway/{}", access.gateway),
-    );
+    let key = derive_gateway_key(&secret, &t.id);
     let device = uuid::Uuid::parse_str(&state.device_id)
         .map_err(|e| AgentError::State(format!("device id: {e}")))?;
     let now = std::time::SystemTime::now()
@@ -109,11 +145,11 @@ pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, 
         .map_or(0, |d| d.as_secs());
     let packet = seal(
         &key,
-        &Knock::new(device, vec![access.name.clone()], OpenAddr::Source, now),
+        &Knock::new(device, vec![t.service.clone()], OpenAddr::Source, now),
     )
     .map_err(|e| AgentError::State(format!("knock: {e}")))?;
-    let (host, _) = gateway_host_port(access)?;
-    let target = tokio::net::lookup_host((host.as_str(), spa_port))
+    let host = t.host.as_str();
+    let target = tokio::net::lookup_host((host, t.spa_port))
         .await
         .map_err(|e| AgentError::Network(format!("{host}: {e}")))?
         .next()
@@ -130,7 +166,7 @@ pub async fn send(dir: &AgentDir, access: &ServiceAccess) -> Result<SocketAddr, 
         .send_to(&packet, target)
         .await
         .map_err(|e| AgentError::Network(format!("knock to {target}: {e}")))?;
-    tracing::debug!(%target, service = %access.name, "knocked");
+    tracing::debug!(%target, service = %t.service, "knocked");
     Ok(target)
 }
 
@@ -141,33 +177,77 @@ pub async fn ensure(dir: &AgentDir, access: &ServiceAccess) -> Result<(), AgentE
     if access.spa_port.is_none() {
         return Ok(());
     }
-    let key = format!("{}|{}", access.gateway_url, access.name);
-    if last_knock(&key).is_some_and(|t| t.elapsed() < FRESH) {
+    let target = gateway_target(&dir.state()?, access)?;
+    ensure_target(dir, &target, &access.gateway_url).await
+}
+
+/// The base URL of the controller's login surface, knocked open if the
+/// controller is dark (`agent.json`'s `dark`, from enrollment): the same
+/// host as the enrollment URL, on the login port.
+pub async fn ensure_controller(dir: &AgentDir, state: &AgentState) -> Result<String, AgentError> {
+    let Some(dark) = state.dark else {
+        return Ok(state.controller_url.clone());
+    };
+    let (host, base) = controller_base(state, dark)?;
+    let target = Target {
+        id: format!("spiffe://{}/controller", trust_domain(state)?),
+        service: "controller".into(),
+        host,
+        tls_port: dark.login_port,
+        spa_port: dark.spa_port,
+        memo: base.clone(),
+    };
+    ensure_target(dir, &target, &base).await?;
+    Ok(base)
+}
+
+/// The controller's host (as enrollment reached it) and the base URL of
+/// its login surface there.
+fn controller_base(
+    state: &AgentState,
+    dark: umbra_proto::api::DarkController,
+) -> Result<(String, String), AgentError> {
+    let url: http::Uri = state.controller_url.parse().map_err(|e| {
+        AgentError::State(format!("controller URL {:?}: {e}", state.controller_url))
+    })?;
+    let host = url
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let base = if host.contains(':') {
+        format!("https://[{host}]:{}", dark.login_port)
+    } else {
+        format!("https://{host}:{}", dark.login_port)
+    };
+    Ok((host, base))
+}
+
+async fn ensure_target(dir: &AgentDir, t: &Target, what: &str) -> Result<(), AgentError> {
+    if last_knock(&t.memo).is_some_and(|k| k.elapsed() < FRESH) {
         return Ok(());
     }
-    let (host, port) = gateway_host_port(access)?;
     let started = Instant::now();
     loop {
-        send(dir, access).await?;
-        // Give the gateway a moment to open the pinhole: with userspace
+        send_to(dir, t).await?;
+        // Give the target a moment to open the pinhole: with userspace
         // pinholes a TCP probe succeeds either way, so it cannot tell.
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The pinhole is usually there within milliseconds; a SYN that
         // beats it is dropped, so probe with short timeouts and knock
         // again (a fresh nonce) if the port stays closed.
         for _ in 0..3 {
-            let probe = TcpStream::connect((host.as_str(), port));
+            let probe = TcpStream::connect((t.host.as_str(), t.tls_port));
             if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-                remember(&key);
+                remember(&t.memo);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if started.elapsed() > PATIENCE {
             return Err(AgentError::Network(format!(
-                "{}: no answer after knocking (is the device approved, the service granted, \
-                 the clock right?)",
-                access.gateway_url
+                "{what}: no answer after knocking (is the device approved, the service granted, \
+                 the clock right?)"
             )));
         }
     }

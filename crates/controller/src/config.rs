@@ -45,6 +45,120 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub api: RawApi,
+    /// Present: the controller is dark (see [`RawSpa`]).
+    pub spa: Option<RawSpa>,
+    /// The pinhole backend of a dark controller (as the gateway's).
+    pub firewall: Option<umbra_firewall::FirewallConfig>,
+}
+
+/// `[spa]`: a dark controller. Login, renewal, posture reports, the
+/// gateways' control channel and the admin API stay on `listen`, which no
+/// source reaches until a valid knock (or `exempt`) lets it in; the public
+/// endpoints (health, JWKS, the CA, OpenAPI, enrollment) move to
+/// `public_listen`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpa {
+    /// UDP address for knocks; default `0.0.0.0:62201`.
+    pub listen: Option<String>,
+    /// HTTPS address of the public endpoints. Required.
+    pub public_listen: Option<String>,
+    /// Accepted clock difference of knocks, seconds (default 30).
+    pub window_seconds: Option<u64>,
+    /// How long a knock's pinhole stays open (default 30 s).
+    pub pinhole_seconds: Option<u64>,
+    /// Addresses that reach `listen` without knocking: the gateways (their
+    /// control channel) and the admins' hosts. Default none.
+    #[serde(default)]
+    pub exempt: Vec<String>,
+}
+
+/// A validated `[spa]`.
+#[derive(Clone, Debug)]
+pub struct SpaConfig {
+    pub listen: SocketAddr,
+    pub public_listen: SocketAddr,
+    pub window_secs: u64,
+    pub pinhole_ttl: std::time::Duration,
+    pub exempt: Vec<std::net::IpAddr>,
+    pub firewall: umbra_firewall::FirewallSettings,
+}
+
+impl RawSpa {
+    fn validate(
+        self,
+        listen: SocketAddr,
+        firewall: Option<umbra_firewall::FirewallConfig>,
+    ) -> Result<SpaConfig, ConfigError> {
+        let addr = |key: &'static str, text: &str| {
+            text.parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    key,
+                    message: format!("{text:?}: {e}"),
+                })
+        };
+        let spa_listen = addr(
+            "spa.listen",
+            self.listen.as_deref().unwrap_or("0.0.0.0:62201"),
+        )?;
+        let public_listen = addr(
+            "spa.public_listen",
+            self.public_listen.as_deref().ok_or(ConfigError::Invalid {
+                key: "spa.public_listen",
+                message: "required with [spa]: the public endpoints need a listener \
+                              that is not dark"
+                    .into(),
+            })?,
+        )?;
+        if public_listen.port() != 0 && public_listen == listen {
+            return Err(ConfigError::Invalid {
+                key: "spa.public_listen",
+                message: "must differ from `listen`".into(),
+            });
+        }
+        let window_secs = self.window_seconds.unwrap_or(30);
+        if !(5..=600).contains(&window_secs) {
+            return Err(ConfigError::Invalid {
+                key: "spa.window_seconds",
+                message: "must be 5..=600".into(),
+            });
+        }
+        let pinhole = self.pinhole_seconds.unwrap_or(30);
+        if !(1..=3600).contains(&pinhole) {
+            return Err(ConfigError::Invalid {
+                key: "spa.pinhole_seconds",
+                message: "must be 1..=3600".into(),
+            });
+        }
+        let exempt = self
+            .exempt
+            .iter()
+            .map(|a| {
+                a.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "spa.exempt",
+                        message: format!("{a:?}: {e} (one address per entry)"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let firewall =
+            firewall
+                .unwrap_or_default()
+                .validate()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "firewall",
+                    message: format!("{}: {}", e.key, e.message),
+                })?;
+        Ok(SpaConfig {
+            listen: spa_listen,
+            public_listen,
+            window_secs,
+            pinhole_ttl: std::time::Duration::from_secs(pinhole),
+            exempt,
+            firewall,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +256,8 @@ pub struct Config {
     pub admin_token_ttl_secs: i64,
     pub max_body_bytes: usize,
     pub event_poll: std::time::Duration,
+    /// `Some`: the controller is dark.
+    pub spa: Option<SpaConfig>,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -345,7 +461,18 @@ impl RawConfig {
                 message: "must be 10..=60000".into(),
             });
         }
+        if self.firewall.is_some() && self.spa.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "firewall",
+                message: "only with [spa] (a controller that is not dark has no pinholes)".into(),
+            });
+        }
+        let spa = match self.spa {
+            Some(spa) => Some(spa.validate(listen, self.firewall)?),
+            None => None,
+        };
         Ok(Config {
+            spa,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,
@@ -519,5 +646,45 @@ mod tests {
             !format!("{c:?}").contains("hunter2"),
             "the database password stays out of Debug"
         );
+    }
+
+    #[test]
+    fn a_dark_controller_needs_a_public_listener_and_valid_exemptions() {
+        let parse = |t: &str| {
+            RawConfig::from_toml(Path::new("c"), t)
+                .expect("parse")
+                .validate(Some(KEK))
+        };
+        let err = parse("[spa]\n").expect_err("no public listener");
+        assert!(err.to_string().contains("spa.public_listen"), "{err}");
+        let err = parse("listen = \"127.0.0.1:8443\"\n[spa]\npublic_listen = \"127.0.0.1:8443\"\n")
+            .expect_err("same listener");
+        assert!(err.to_string().contains("must differ"), "{err}");
+        let err = parse("[spa]\npublic_listen = \"127.0.0.1:8444\"\nexempt = [\"10.0.0.0/8\"]\n")
+            .expect_err("a network");
+        assert!(err.to_string().contains("spa.exempt"), "{err}");
+        let err = parse("[firewall]\nbackend = \"userspace\"\n").expect_err("firewall alone");
+        assert!(err.to_string().contains("only with [spa]"), "{err}");
+        let err =
+            parse("[spa]\npublic_listen = \"127.0.0.1:8444\"\n[firewall]\nbackend = \"userspace\"\nopen_command = [\"true\"]\n")
+                .expect_err("a key of another backend");
+        assert!(
+            err.to_string().contains("`firewall`: open_command"),
+            "{err}"
+        );
+        let c = parse(
+            "[spa]\npublic_listen = \"127.0.0.1:8444\"\nexempt = [\"::ffff:10.1.2.3\", \"fd00::1\"]\n",
+        )
+        .expect("valid");
+        let spa = c.spa.expect("dark");
+        assert_eq!(spa.listen.port(), 62201);
+        assert_eq!(spa.window_secs, 30);
+        assert_eq!(spa.pinhole_ttl.as_secs(), 30);
+        // Mapped addresses are what the kernel sees: plain IPv4.
+        assert_eq!(spa.exempt[0].to_string(), "10.1.2.3");
+        assert!(matches!(
+            spa.firewall,
+            umbra_firewall::FirewallSettings::Nftables(_)
+        ));
     }
 }

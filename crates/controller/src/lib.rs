@@ -8,7 +8,8 @@
 //! - [`config`]: TOML config, two-phase parse and validation.
 //! - [`state`]: the shared [`Controller`] and its start-up (KEK check, CA,
 //!   signing key, bootstrap credential).
-//! - [`server`]: the tokio-rustls accept loop and graceful shutdown.
+//! - [`server`]: the tokio-rustls accept loops and graceful shutdown.
+//! - [`knock`]: a dark controller's SPA listener; [`spa`]: SPA key material.
 //! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`).
 //! - [`tokens`]: ES256 session tokens and the JWKS.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod knock;
 pub mod password;
 pub mod ratelimit;
 pub mod recovery;

@@ -3,7 +3,9 @@
 //!
 //! `run(controller, listener, shutdown)` takes a bound listener (tests bind
 //! port 0) and one cancellation token; on cancellation it stops accepting
-//! and gives open connections a grace period to finish.
+//! and gives open connections a grace period to finish. A dark controller
+//! (`[spa]`) has three: [`Listeners`], from [`bind`] or bound by the caller,
+//! served by [`run_with`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use umbra_store::Outcome;
 
+use umbra_firewall::{Pinholes, Protected, Protocol};
+
 use crate::Controller;
+use crate::api::Routes;
 use crate::context::PeerInfo;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,11 +36,89 @@ const SERVER_CERT_LIFETIME: i64 = 365 * 86400;
 pub enum ServeError {
     #[error("server certificate: {0}")]
     Pki(#[from] umbra_pki::PkiError),
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("a dark controller ([spa]) needs {0}")]
+    Missing(&'static str),
+    #[error("pinholes: {0}")]
+    Firewall(#[from] umbra_firewall::Error),
+    #[error("firewall: {0}")]
+    FirewallConfig(String),
+}
+
+/// What a controller serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `listen`: everything, or, when dark, all but the public endpoints.
+    pub main: TcpListener,
+    /// A dark controller's public endpoints (`spa.public_listen`).
+    pub public: Option<TcpListener>,
+    /// A dark controller's knock socket (`spa.listen`).
+    pub knock: Option<std::net::UdpSocket>,
+}
+
+/// Binds what `config` names.
+pub async fn bind(config: &crate::config::Config) -> Result<Listeners, ServeError> {
+    let tcp = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let main = tcp("listen", config.listen).await?;
+    let (public, knock) = match &config.spa {
+        None => (None, None),
+        Some(spa) => (
+            Some(tcp("spa.public_listen", spa.public_listen).await?),
+            Some(knock_socket(spa.listen).map_err(|source| ServeError::Bind {
+                what: "spa.listen",
+                addr: spa.listen,
+                source,
+            })?),
+        ),
+    };
+    Ok(Listeners {
+        main,
+        public,
+        knock,
+    })
+}
+
+/// The knock socket, non-blocking, with a receive buffer that rides out a
+/// burst of garbage (the kernel caps it at `net.core.rmem_max`).
+pub fn knock_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = socket.set_recv_buffer_size(4 << 20) {
+        tracing::debug!(error = %e, "knock socket: receive buffer left at the default");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 pub async fn run(
     controller: Arc<Controller>,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let listeners = Listeners {
+        main: listener,
+        public: None,
+        knock: None,
+    };
+    run_with(controller, listeners, shutdown).await
+}
+
+pub async fn run_with(
+    controller: Arc<Controller>,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let ca = controller.ca.cert_der().clone();
@@ -47,12 +130,122 @@ pub async fn run(
     let time = Arc::new(umbra_pki::clock::ClockTime(controller.clock.clone()));
     let tls = umbra_pki::tls::server_config(&ca, vec![issued.der, ca.clone()], &key, time)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let router = crate::api::router(controller.clone());
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
     let poll = controller.config.event_poll;
     tokio::spawn(crate::events::tail(controller.clone(), poll));
+    let Listeners {
+        main,
+        public,
+        knock,
+    } = listeners;
+    let main_port = main.local_addr().map(|a| a.port()).unwrap_or_default();
+    let mut dark = None;
+    let mut public_loop = None;
+    let mut knock_task = None;
+    let routes = if let Some(spa) = &controller.config.spa {
+        let public = public.ok_or(ServeError::Missing("a public listener"))?;
+        let knock = knock.ok_or(ServeError::Missing("a knock socket"))?;
+        let spa_port = knock.local_addr().map(|a| a.port()).unwrap_or_default();
+        let knock = tokio::net::UdpSocket::from_std(knock).map_err(|source| ServeError::Bind {
+            what: "spa.listen",
+            addr: spa.listen,
+            source,
+        })?;
+        let pinholes = spa
+            .firewall
+            .build()
+            .map_err(|e| ServeError::FirewallConfig(e.to_string()))?;
+        pinholes
+            .install(&[Protected::new(Protocol::Tcp, main_port)])
+            .await?;
+        if !spa.exempt.is_empty() {
+            pinholes
+                .open(&crate::knock::exempt_pinholes(&spa.exempt, main_port))
+                .await?;
+            tracing::info!(addresses = ?spa.exempt, "exempt from knocking");
+        }
+        let _ = controller.dark.set(umbra_proto::api::DarkController {
+            login_port: main_port,
+            spa_port,
+        });
+        tracing::info!(
+            backend = pinholes.backend(),
+            login_port = main_port,
+            spa_port,
+            "dark controller: pinholes installed"
+        );
+        knock_task = Some(tokio::spawn(crate::knock::run(
+            controller.clone(),
+            knock,
+            pinholes.clone(),
+            main_port,
+            shutdown.clone(),
+        )));
+        public_loop = Some(tokio::spawn(accept_loop(
+            controller.clone(),
+            public,
+            acceptor.clone(),
+            Routes::Public,
+            None,
+            graceful.clone(),
+            shutdown.clone(),
+        )));
+        dark = Some(pinholes);
+        Routes::Private
+    } else {
+        Routes::All
+    };
+    accept_loop(
+        controller.clone(),
+        main,
+        acceptor,
+        routes,
+        dark.clone(),
+        graceful.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    if let Some(public) = public_loop {
+        let _ = public.await;
+    }
+    // Control channels never end by themselves: close them first.
+    controller.events.stop();
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    if let Some(task) = knock_task {
+        let _ = task.await;
+    }
+    if let Some(pinholes) = dark
+        && let Err(e) = pinholes.shutdown().await
+    {
+        tracing::error!(error = %e, "pinholes could not be removed");
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Accepts TLS connections on `listener` until `shutdown` and serves
+/// `routes` on them. With `pinholes` (a dark listener), a connection from a
+/// source without a pinhole is closed before the handshake: with nftables
+/// it never arrives; with userspace pinholes this is the enforcement.
+async fn accept_loop(
+    controller: Arc<Controller>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    routes: Routes,
+    pinholes: Option<Arc<dyn Pinholes>>,
+    graceful: Arc<GracefulShutdown>,
+    shutdown: CancellationToken,
+) {
+    let router = crate::api::router(controller.clone(), routes);
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "controller listening (HTTPS)");
+        tracing::info!(%addr, ?routes, "controller listening (HTTPS)");
     }
     loop {
         let (tcp, addr) = tokio::select! {
@@ -67,6 +260,18 @@ pub async fn run(
                 }
             },
         };
+        if let Some(p) = &pinholes
+            && !p.allows(
+                addr.ip().to_canonical(),
+                Protocol::Tcp,
+                port,
+                tokio::time::Instant::now(),
+            )
+        {
+            tracing::debug!(%addr, "no pinhole for this source; closed");
+            drop(tcp);
+            continue;
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
@@ -100,17 +305,6 @@ pub async fn run(
             }
         });
     }
-    drop(listener);
-    // Control channels never end by themselves: close them first.
-    controller.events.stop();
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
-    tracing::info!("controller stopped");
-    Ok(())
 }
 
 /// Certificate refusals are security events and go to the audit trail;

@@ -54,6 +54,10 @@ pub struct Controller {
     pub events: crate::events::EventHub,
     /// Where the bootstrap credential was written, if this start wrote one.
     pub bootstrap_file: Option<PathBuf>,
+    /// A dark controller's login and knock ports, once its listeners are
+    /// bound (enrollment tells devices where to knock).
+    pub dark: std::sync::OnceLock<umbra_proto::api::DarkController>,
+    pub knock_counters: crate::knock::KnockCounters,
 }
 
 impl std::fmt::Debug for Controller {
@@ -121,6 +125,8 @@ impl Controller {
             login_limiter,
             events: crate::events::EventHub::default(),
             bootstrap_file: None,
+            dark: std::sync::OnceLock::new(),
+            knock_counters: crate::knock::KnockCounters::default(),
         };
         // The CA certificate is public: written where operators and agents'
         // installers can pick it up (and check its fingerprint out of band).

@@ -34,6 +34,12 @@ impl TrustDomain {
         format!("spiffe://{}/device/{device}", self.0)
     }
 
+    /// The controller's own ID: devices derive their key for knocking at a
+    /// dark controller from it.
+    pub fn controller_id(&self) -> String {
+        format!("spiffe://{}/controller", self.0)
+    }
+
     pub fn gateway_id(&self, name: &str) -> String {
         format!("spiffe://{}/gateway/{name}", self.0)
     }

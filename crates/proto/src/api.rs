@@ -141,6 +141,23 @@ pub struct EnrollResponse {
     /// each gateway are derived from it. Keep it like the private key.
     #[serde(default)]
     pub spa_secret: String,
+    /// Set when the controller is dark: its login surface (login, renewal,
+    /// posture) answers only after a knock, on another port of the same
+    /// host than the one enrollment used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dark: Option<DarkController>,
+}
+
+/// Where a dark controller's login surface is, relative to the host the
+/// device enrolled at (`DESIGN.md`, Contracts: "When the controller is dark
+/// (SPA), the public endpoints move to a separate listener").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DarkController {
+    /// The HTTPS port of login, renewal and posture reports.
+    pub login_port: u16,
+    /// The UDP port to knock at first (native SPA, keys derived for the
+    /// controller's SPIFFE ID `spiffe://<trust domain>/controller`).
+    pub spa_port: u16,
 }
 
 /// `POST /api/v1/devices/renew`, over mTLS with the current certificate.

@@ -101,17 +101,14 @@ async fn run_controller(path: PathBuf) -> Result<()> {
     let raw = umbra_controller::config::RawConfig::load(&path)?;
     let env_kek = zeroize::Zeroizing::new(std::env::var("UMBRA_KEK").ok());
     let config = raw.validate(env_kek.as_deref())?;
-    let listen = config.listen;
+    let listeners = umbra_controller::server::bind(&config).await?;
     let controller =
         umbra_controller::Controller::start(config, Arc::new(umbra_controller::clock::SystemClock))
             .await
             .context("starting the controller")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    umbra_controller::server::run(controller, listener, shutdown).await?;
+    umbra_controller::server::run_with(controller, listeners, shutdown).await?;
     Ok(())
 }
 

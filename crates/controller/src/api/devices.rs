@@ -112,6 +112,7 @@ pub async fn renew(
         .to_base64();
     Ok(Json(EnrollResponse {
         spa_secret,
+        dark: c.dark.get().copied(),
         spiffe_id: c.ca.trust_domain().device_id(&device.id),
         device_id: device.id,
         status: device.status,

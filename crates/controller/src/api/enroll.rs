@@ -153,5 +153,6 @@ pub async fn enroll(
         serial: issued.serial,
         not_after: rfc3339(issued.not_after),
         spa_secret,
+        dark: c.dark.get().copied(),
     }))
 }

@@ -32,8 +32,42 @@ use umbra_proto::ErrorCode;
 use crate::Controller;
 use crate::error::{Failure, REQUEST_ID};
 
-pub fn router(controller: Arc<Controller>) -> Router {
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything: a controller that is not dark.
+    All,
+    /// The public endpoints only (a dark controller's `public_listen`):
+    /// health, readiness, JWKS, OpenAPI, the CA and device enrollment,
+    /// which its one-time token authenticates.
+    Public,
+    /// Everything else (a dark controller's `listen`).
+    Private,
+}
+
+pub fn router(controller: Arc<Controller>, routes: Routes) -> Router {
     let max_body = controller.config.max_body_bytes;
+    let router = match routes {
+        Routes::All => public_routes().merge(private_routes()),
+        Routes::Public => public_routes(),
+        Routes::Private => private_routes(),
+    };
+    router
+        .fallback(|| async { Failure::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            let mut f = Failure::new(
+                ErrorCode::InvalidRequest,
+                "method not allowed on this route",
+            );
+            f.status_override = Some(http::StatusCode::METHOD_NOT_ALLOWED);
+            f
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(request_id))
+        .with_state(controller)
+}
+
+fn public_routes() -> Router<Arc<Controller>> {
     Router::new()
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
@@ -41,12 +75,18 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/ca", get(public::ca))
         .route("/api/v1/enroll", post(enroll::enroll))
+}
+
+fn private_routes() -> Router<Arc<Controller>> {
+    Router::new()
         .route("/api/v1/devices/renew", post(devices::renew))
+        // Gateways reach a dark controller from exempt addresses: their
+        // enrollment stays with their control channel, on one URL.
+        .route("/api/v1/gateways/enroll", post(gateway::enroll))
         .route("/api/v1/devices/posture", post(devices::posture))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/session", get(auth::session))
-        .route("/api/v1/gateways/enroll", post(gateway::enroll))
         .route("/api/v1/gateway/register", post(gateway::register))
         .route("/api/v1/gateway/renew", post(gateway::renew))
         .route(umbra_proto::control::CONTROL_PATH, get(gateway::control))
@@ -109,18 +149,6 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/api/v1/admin/signing-keys/rotate",
             post(admin::rotate_signing_key),
         )
-        .fallback(|| async { Failure::not_found("route") })
-        .method_not_allowed_fallback(|| async {
-            let mut f = Failure::new(
-                ErrorCode::InvalidRequest,
-                "method not allowed on this route",
-            );
-            f.status_override = Some(http::StatusCode::METHOD_NOT_ALLOWED);
-            f
-        })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(request_id))
-        .with_state(controller)
 }
 
 /// Gives every request a fresh id (client-sent ids are not trusted: they
