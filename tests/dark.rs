@@ -174,19 +174,24 @@ fn eventually_nmap(ns: &str, port: u16, want: &str) {
     }
 }
 
-#[test]
-fn a_dark_gateway_is_filtered_to_nmap_until_a_knock_opens_it_for_that_host_alone() {
+/// Runs `scenario(a, b)` on a runtime whose threads are in S; the lab is
+/// gone afterwards, whatever happened.
+fn in_lab<F, Fut>(scenario: F)
+where
+    F: FnOnce(String, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let _serial = SERIAL.blocking_lock();
     let Some(lab) = lab() else { return };
     let netns = std::fs::File::open(format!("/run/netns/{}", lab.s)).expect("netns file");
-    let (s, a, b) = (lab.s.clone(), lab.a.clone(), lab.b.clone());
+    let (a, b) = (lab.a.clone(), lab.b.clone());
     let body = std::thread::spawn(move || {
         nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(scenario(&s, &a, &b));
+        rt.block_on(scenario(a, b));
     });
     let result = body.join();
     drop(lab);
@@ -195,7 +200,12 @@ fn a_dark_gateway_is_filtered_to_nmap_until_a_knock_opens_it_for_that_host_alone
     }
 }
 
-async fn scenario(_s: &str, a: &str, b: &str) {
+#[test]
+fn a_dark_gateway_is_filtered_to_nmap_until_a_knock_opens_it_for_that_host_alone() {
+    in_lab(|a, b| async move { scenario(&a, &b).await });
+}
+
+async fn scenario(a: &str, b: &str) {
     let rig = Rig::start_dark_custom(Dark {
         spa: umbra_gateway::spa_config::RawSpa {
             listen: Some(format!("{GW_IP}:0")),
@@ -335,4 +345,150 @@ async fn scenario(_s: &str, a: &str, b: &str) {
     })
     .await
     .expect("scenario");
+}
+
+/// Runs the stock `fwknop` client in `ns` with `args` after the common ones.
+fn fwknop_from(ns: &str, home: &std::path::Path, spa: u16, key: &str, hmac: &str, args: &[&str]) {
+    let rc = home.join("fwknoprc");
+    std::fs::write(&rc, "").expect("rc");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "fwknop", "--rc-file"])
+        .arg(&rc)
+        .args([
+            "--no-save-args",
+            "-D",
+            GW_IP,
+            "--server-port",
+            &spa.to_string(),
+        ])
+        .args([
+            "--use-hmac",
+            "--key-base64-rijndael",
+            key,
+            "--key-base64-hmac",
+            hmac,
+        ])
+        .args(args)
+        .env("HOME", home)
+        .output()
+        .expect("fwknop");
+    assert!(
+        out.status.success(),
+        "fwknop {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The stock fwknop client, in a client namespace, opens a port the
+/// gateway keeps dark in the kernel (nftables): that port alone, for that
+/// host alone; a wrong HMAC key and a request to open another host's
+/// address open nothing.
+#[test]
+fn the_stock_fwknop_client_opens_an_nftables_pinhole_from_another_host() {
+    if Command::new("fwknop").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the stock fwknop client is needed (apt-get install fwknop-client)"
+        );
+        eprintln!("SKIPPED: no fwknop client (apt-get install fwknop-client)");
+        return;
+    }
+    in_lab(|a, b| async move { fwknop_scenario(&a, &b).await });
+}
+
+async fn fwknop_scenario(a: &str, b: &str) {
+    use base64::Engine as _;
+    // A service of the host, not proxied: fwknop's classic use (SSH).
+    let service = tokio::net::TcpListener::bind((GW_IP, 0))
+        .await
+        .expect("bind");
+    let svc_port = service.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = service.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = conn.write_all(b"SSH-2.0-umbra-test\r\n").await;
+        }
+    });
+    let b64 = |n: usize| {
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let (key, hmac, wrong_hmac) = (b64(2), b64(4), b64(4));
+    let home = tempfile::tempdir().expect("tempdir");
+    let access = home.path().join("access.conf");
+    std::fs::write(
+        &access,
+        format!(
+            "SOURCE ANY\nOPEN_PORTS tcp/{svc_port}\nKEY_BASE64 {key}\nHMAC_KEY_BASE64 {hmac}\nFW_ACCESS_TIMEOUT 30\n"
+        ),
+    )
+    .expect("access.conf");
+    let rig = Rig::start_dark_custom(Dark {
+        spa: umbra_gateway::spa_config::RawSpa {
+            listen: Some(format!("{GW_IP}:0")),
+            fwknop_access_file: Some(access),
+            protect: vec![format!("tcp/{svc_port}")],
+            ..Default::default()
+        },
+        firewall: umbra_firewall::FirewallConfig::default(),
+        gateway_ip: Some(GW_IP.to_owned()),
+    })
+    .await;
+    let gw_port: u16 = rig
+        .gw_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let spa = rig.gw.spa_port.expect("dark");
+    let (a, b) = (a.to_owned(), b.to_owned());
+    let home_path = home.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let fwknop = |ns: &str, hmac: &str, args: &[&str]| {
+            fwknop_from(ns, &home_path, spa, &key, hmac, args);
+        };
+        let open = format!("tcp/{svc_port}");
+        assert_eq!(nmap(&a, svc_port), "filtered", "before any knock");
+
+        // Attacks first: a wrong HMAC key from B; from A, a request to open
+        // B's address (REQUIRE_SOURCE_ADDRESS is on by default).
+        fwknop(&b, &wrong_hmac, &["-A", &open, "-a", B_IP]);
+        fwknop(&a, &hmac, &["-A", &open, "-a", B_IP]);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            nmap(&b, svc_port),
+            "filtered",
+            "a wrong key or a misdirected knock"
+        );
+
+        // The real thing, from A, for A.
+        fwknop(&a, &hmac, &["-A", &open, "-a", "10.201.1.2"]);
+        eventually_nmap(&a, svc_port, "open");
+        assert_eq!(nmap(&b, svc_port), "filtered", "opened for A only");
+        assert_eq!(
+            nmap(&a, gw_port),
+            "filtered",
+            "the stanza opens its port only"
+        );
+    })
+    .await
+    .expect("fwknop scenario");
+    // Gateways upload their records in batches: wait (bounded) for it.
+    let start = Instant::now();
+    loop {
+        let records = rig.tc.audit("spa.knock").await;
+        if records
+            .iter()
+            .any(|r| r["outcome"] == "deny" && r["source_ip"] == "10.201.1.2")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the misdirected knock is not in the audit trail: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
