@@ -11,9 +11,9 @@ use std::str::FromStr;
 
 use aes::Aes256;
 use aes::cipher::{BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, KeyInit, KeyIvInit};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::digest::DigestType;
+use md5::{Digest, Md5};
 
 /// Rijndael modes fwknop offers (`ENCRYPTION_MODE`, client `-M`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,58 +73,121 @@ pub fn evp_bytes_to_key(
     salt: &[u8; 8],
     mode: EncryptionMode,
 ) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 16]>) {
-    let mut legacy = Zeroizing::new([b'0'; 16]);
-    let password = if mode == EncryptionMode::LegacyIv {
-        let n = password.len().min(16);
-        legacy[..n].copy_from_slice(&password[..n]);
-        &legacy[..]
-    } else {
-        password
-    };
-    let d1 = DigestType::Md5.hash(&[password, salt]);
-    let d2 = DigestType::Md5.hash(&[d1.as_slice(), password, salt]);
-    let d3 = DigestType::Md5.hash(&[d2.as_slice(), password, salt]);
-    let mut key = Zeroizing::new([0u8; 32]);
-    key[..16].copy_from_slice(d1.as_slice());
-    key[16..].copy_from_slice(d2.as_slice());
-    let mut iv = Zeroizing::new([0u8; 16]);
-    iv.copy_from_slice(d3.as_slice());
-    (key, iv)
+    let d = KeyIv::derive(password, salt, mode);
+    (Zeroizing::new(d.key), Zeroizing::new(d.iv))
+}
+
+/// An [`evp_bytes_to_key`] result that wipes itself on drop, as slices:
+/// one bulk fill per buffer, where `Zeroizing<[u8; N]>` issues one
+/// volatile byte store per element.
+pub(crate) struct KeyIv {
+    pub(crate) key: [u8; 32],
+    pub(crate) iv: [u8; 16],
+}
+
+impl KeyIv {
+    pub(crate) fn derive(password: &[u8], salt: &[u8; 8], mode: EncryptionMode) -> Self {
+        let mut legacy = [b'0'; 16];
+        let password = if mode == EncryptionMode::LegacyIv {
+            let n = password.len().min(16);
+            legacy[..n].copy_from_slice(&password[..n]);
+            &legacy[..]
+        } else {
+            password
+        };
+        let mut d = KeyIv {
+            key: [0u8; 32],
+            iv: [0u8; 16],
+        };
+        // D_i = MD5(D_{i-1} || P || salt), D_0 empty. The messages are laid
+        // out once as D || P || salt; each round overwrites D.
+        let mut msg = [0u8; 16 + MAX_SHORT_PASSWORD + 8];
+        let n = 16 + password.len() + 8;
+        if let Some(m) = msg.get_mut(..n) {
+            m[16..n - 8].copy_from_slice(password);
+            m[n - 8..].copy_from_slice(salt);
+            md5_short(&m[16..], &mut d.key[..16]);
+            m[..16].copy_from_slice(&d.key[..16]);
+            md5_short(m, &mut d.key[16..]);
+            m[..16].copy_from_slice(&d.key[16..]);
+            md5_short(m, &mut d.iv);
+        } else {
+            // Only through `evp_bytes_to_key` (stanza keys are <= 32 bytes).
+            let round = |prev: &[u8], out: &mut [u8]| {
+                let mut h = Md5::new();
+                h.update(prev);
+                h.update(password);
+                h.update(salt);
+                out.copy_from_slice(&h.finalize());
+            };
+            let (d1, d2) = d.key.split_at_mut(16);
+            round(&[], d1);
+            round(d1, d2);
+            round(d2, &mut d.iv);
+        }
+        msg.as_mut_slice().zeroize();
+        legacy.as_mut_slice().zeroize();
+        d
+    }
+}
+
+/// Longest password [`md5_short`] takes in a KDF round (D || P || salt and
+/// the MD5 padding fit two blocks).
+const MAX_SHORT_PASSWORD: usize = 2 * 64 - 9 - 16 - 8;
+
+/// MD5 of a message of at most 119 bytes, padded on the stack (RFC 1321
+/// §3.1–3.2) and fed to md-5's block function directly. The KDF's five
+/// compressions are a fifth of a packet's cost and cannot be avoided; the
+/// streaming hasher's buffering and finalization around them added about a
+/// sixth more in profiles.
+fn md5_short(message: &[u8], out: &mut [u8]) {
+    const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    let mut blocks = [[0u8; 64]; 2];
+    let flat = blocks.as_flattened_mut();
+    let len = message.len();
+    debug_assert!(len + 9 <= flat.len());
+    flat[..len].copy_from_slice(message);
+    flat[len] = 0x80;
+    let used = if len + 9 <= 64 { 64 } else { 128 };
+    let bits = (len as u64) * 8;
+    flat[used - 8..used].copy_from_slice(&bits.to_le_bytes());
+    let mut state = INIT;
+    md5::block_api::compress(&mut state, &blocks[..used / 64]);
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+    blocks.as_flattened_mut().zeroize();
+}
+
+impl Drop for KeyIv {
+    fn drop(&mut self) {
+        self.key.as_mut_slice().zeroize();
+        self.iv.as_mut_slice().zeroize();
+    }
 }
 
 /// Encrypt or decrypt `data` in place; its length must be a multiple of 16
 /// (fwknop pads with PKCS#7 in every mode, stream modes included).
 pub fn crypt(mode: EncryptionMode, key: &[u8; 32], iv: &[u8; 16], data: &mut [u8], encrypt: bool) {
     debug_assert_eq!(data.len() % 16, 0);
+    // Whole blocks at once: the AES backends pipeline several blocks per
+    // call (CBC decryption and ECB are parallel) and set up once.
+    let (blocks, _partial) = aes::Block::slice_as_chunks_mut(data);
     match mode {
         EncryptionMode::Cbc | EncryptionMode::LegacyIv => {
             if encrypt {
-                let mut c = cbc::Encryptor::<Aes256>::new(key.into(), iv.into());
-                for chunk in data.chunks_exact_mut(16) {
-                    let mut b = block(chunk);
-                    c.encrypt_block(&mut b);
-                    chunk.copy_from_slice(&b);
-                }
+                cbc::Encryptor::<Aes256>::new(key.into(), iv.into()).encrypt_blocks(blocks);
             } else {
-                let mut c = cbc::Decryptor::<Aes256>::new(key.into(), iv.into());
-                for chunk in data.chunks_exact_mut(16) {
-                    let mut b = block(chunk);
-                    c.decrypt_block(&mut b);
-                    chunk.copy_from_slice(&b);
-                }
+                cbc::Decryptor::<Aes256>::new(key.into(), iv.into()).decrypt_blocks(blocks);
             }
         }
         EncryptionMode::Ecb => {
             use aes::cipher::BlockCipherDecrypt;
             let c = Aes256::new(key.into());
-            for chunk in data.chunks_exact_mut(16) {
-                let mut b = block(chunk);
-                if encrypt {
-                    c.encrypt_block(&mut b);
-                } else {
-                    c.decrypt_block(&mut b);
-                }
-                chunk.copy_from_slice(&b);
+            if encrypt {
+                c.encrypt_blocks(blocks);
+            } else {
+                c.decrypt_blocks(blocks);
             }
         }
         EncryptionMode::Cfb | EncryptionMode::Ofb | EncryptionMode::Ctr => {

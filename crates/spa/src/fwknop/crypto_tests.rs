@@ -108,6 +108,75 @@ fn hmac_sha256_rfc4231_case_2() {
 }
 
 #[test]
+fn prekeyed_hmac_matches_rfc4231_and_simple_hmac() {
+    let mac = crate::fwknop::HmacKey::new(DigestType::Sha256, b"Jefe")
+        .mac(&[b"what do ya want ", b"for nothing?"])
+        .unwrap();
+    assert_eq!(
+        mac.as_slice(),
+        &hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")[..]
+    );
+    // Every digest; keys shorter than, equal to and longer than each block
+    // size (64, 128, 136, 72); messages empty, short and several blocks.
+    let msg: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+    for d in DigestType::ALL {
+        for key_len in [1, 20, 64, 72, 100, 128, 136, 137, 200] {
+            let key: Vec<u8> = (0..key_len).map(|i| (i * 31 + 1) as u8).collect();
+            let k = crate::fwknop::HmacKey::new(d, &key);
+            assert_eq!(k.digest(), d);
+            for len in [0, 10, 171, 300] {
+                let (a, b) = msg[..len].split_at(len / 3);
+                assert_eq!(
+                    k.mac(&[a, b]).unwrap().as_slice(),
+                    d.hmac(&key, &[&msg[..len]]).unwrap().as_slice(),
+                    "{d} key {key_len} msg {len}"
+                );
+            }
+        }
+    }
+    assert!(
+        !format!(
+            "{:?}",
+            crate::fwknop::HmacKey::new(DigestType::Md5, b"secret")
+        )
+        .contains("secret")
+    );
+}
+
+#[test]
+fn md5_short_matches_md5_at_every_length() {
+    use md5::Digest;
+    let msg: Vec<u8> = (0..119u32).map(|i| (i * 13 + 5) as u8).collect();
+    for len in 0..=119 {
+        let mut out = [0u8; 16];
+        md5_short(&msg[..len], &mut out);
+        assert_eq!(out[..], md5::Md5::digest(&msg[..len])[..], "length {len}");
+    }
+    // Both KDF paths agree (long passwords take the streaming one).
+    let salt = [9u8; 8];
+    for pw_len in [1, 16, 32, 95, 96, 200] {
+        let pw = vec![b'k'; pw_len];
+        let (k, iv) = evp_bytes_to_key(&pw, &salt, EncryptionMode::Cbc);
+        let mut d1 = md5::Md5::new();
+        d1.update(&pw);
+        d1.update(salt);
+        let d1 = d1.finalize();
+        assert_eq!(k[..16], d1[..], "password {pw_len}");
+        let mut d2 = md5::Md5::new();
+        d2.update(d1);
+        d2.update(&pw);
+        d2.update(salt);
+        let d2 = d2.finalize();
+        assert_eq!(k[16..], d2[..], "password {pw_len}");
+        let mut d3 = md5::Md5::new();
+        d3.update(d2);
+        d3.update(&pw);
+        d3.update(salt);
+        assert_eq!(iv[..], d3.finalize()[..], "password {pw_len}");
+    }
+}
+
+#[test]
 fn lenient_unpadding() {
     assert_eq!(pkcs7_unpad_lenient(&[b'a', 2, 2]), b"a");
     assert_eq!(pkcs7_unpad_lenient(&[b'a', 1, 2]), &[b'a', 1, 2]);

@@ -7,7 +7,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use hmac::{KeyInit, Mac, SimpleHmac};
-use sha2::Digest as _;
+use sha2::Digest;
+use sha2::digest::common::BlockSizeUser;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Hash algorithms fwknop uses for the inner digest and the HMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +148,122 @@ impl DigestType {
             DigestType::Sha3_512 => hmac_parts!(sha3::Sha3_512, key, parts),
         })
     }
+}
+
+/// An HMAC key made ready once, when a stanza is loaded: the key block
+/// XORed with ipad and with opad is hashed then (RFC 2104), and the two
+/// midstates are kept. Each MAC then hashes only the message and one outer
+/// block, two compressions fewer than keying per packet.
+///
+/// The midstates are as good as the key for forging MACs, so they are kept
+/// serialized in zeroized buffers, wiped on drop like the key itself.
+#[derive(Clone)]
+pub struct HmacKey {
+    digest: DigestType,
+    inner: Zeroizing<Vec<u8>>,
+    outer: Zeroizing<Vec<u8>>,
+}
+
+macro_rules! hmac_key_dispatch {
+    ($digest:expr, $f:ident ( $($arg:expr),* )) => {
+        match $digest {
+            DigestType::Md5 => $f::<md5::Md5>($($arg),*),
+            DigestType::Sha1 => $f::<sha1::Sha1>($($arg),*),
+            DigestType::Sha256 => $f::<sha2::Sha256>($($arg),*),
+            DigestType::Sha384 => $f::<sha2::Sha384>($($arg),*),
+            DigestType::Sha512 => $f::<sha2::Sha512>($($arg),*),
+            DigestType::Sha3_256 => $f::<sha3::Sha3_256>($($arg),*),
+            DigestType::Sha3_512 => $f::<sha3::Sha3_512>($($arg),*),
+        }
+    };
+}
+
+impl HmacKey {
+    /// Key `digest`'s HMAC with `key` (any length: RFC 2104 hashes keys
+    /// longer than the block, zero-pads shorter ones).
+    pub fn new(digest: DigestType, key: &[u8]) -> Self {
+        let (inner, outer) = hmac_key_dispatch!(digest, pad_states(key));
+        Self {
+            digest,
+            inner,
+            outer,
+        }
+    }
+
+    /// The hash the MAC uses.
+    pub fn digest(&self) -> DigestType {
+        self.digest
+    }
+
+    /// HMAC of the concatenation of `parts` (no allocation). `None` only if
+    /// a midstate does not deserialize, which would be a bug here.
+    pub fn mac(&self, parts: &[&[u8]]) -> Option<DigestBuf> {
+        hmac_key_dispatch!(
+            self.digest,
+            mac_from_states(&self.inner, &self.outer, parts)
+        )
+    }
+}
+
+impl fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HmacKey({}, ***)", self.digest)
+    }
+}
+
+const IPAD: u8 = 0x36;
+const OPAD: u8 = 0x5c;
+
+/// The serialized states of `D` after hashing `K ^ ipad` and `K ^ opad`.
+fn pad_states<D>(key: &[u8]) -> (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)
+where
+    D: Digest + BlockSizeUser + SerializableState,
+{
+    let mut block = Zeroizing::new(vec![0u8; D::block_size()]);
+    if key.len() > block.len() {
+        let mut h = D::digest(key);
+        block[..h.len()].copy_from_slice(&h);
+        h.as_mut_slice().zeroize();
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut state = |pad: u8| {
+        block.iter_mut().for_each(|b| *b ^= pad);
+        let mut d = D::new();
+        Digest::update(&mut d, &block[..]);
+        block.iter_mut().for_each(|b| *b ^= pad);
+        let mut serialized = d.serialize();
+        let kept = Zeroizing::new(serialized.as_slice().to_vec());
+        serialized.as_mut_slice().zeroize();
+        kept
+    };
+    (state(IPAD), state(OPAD))
+}
+
+/// `H(outer || H(inner || parts))` from the two pad midstates.
+fn mac_from_states<D>(inner: &[u8], outer: &[u8], parts: &[&[u8]]) -> Option<DigestBuf>
+where
+    D: Digest + SerializableState,
+{
+    let mut h = D::deserialize(&SerializedState::<D>::try_from(inner).ok()?).ok()?;
+    for p in parts {
+        Digest::update(&mut h, p);
+    }
+    let inner_hash = h.finalize();
+    let mut h = D::deserialize(&SerializedState::<D>::try_from(outer).ok()?).ok()?;
+    Digest::update(&mut h, &inner_hash);
+    Some(DigestBuf::from_slice(&h.finalize()))
+}
+
+/// Constant-time equality of two MACs or digests (their lengths are
+/// public). The bytes are folded branch-free and only the result goes
+/// through `subtle`, instead of one optimisation barrier per byte.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    bool::from(subtle::ConstantTimeEq::ct_eq(&diff, &0u8))
 }
 
 impl fmt::Display for DigestType {

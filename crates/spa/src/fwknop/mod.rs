@@ -7,7 +7,8 @@
 //!
 //! Layout:
 //! - [`b64`]: libfko's base64 rules (`=` stripped, lenient decoder).
-//! - [`digest`]: the digest/HMAC algorithms.
+//! - [`digest`]: the digest/HMAC algorithms; [`HmacKey`], keyed once per
+//!   stanza.
 //! - [`crypto`]: `EVP_BytesToKey`, AES-256 modes, PKCS#7.
 //! - [`message`]: the plaintext fields as types, and the encoder.
 //! - [`parse`]: parsing a plaintext with libfko's validation rules.
@@ -29,7 +30,7 @@ pub use access::{
     parse_access_conf_with,
 };
 pub use crypto::EncryptionMode;
-pub use digest::{DigestBuf, DigestType};
+pub use digest::{DigestBuf, DigestType, HmacKey};
 pub use message::{AccessRequest, Message, MessageType, Proto, ProtoPort};
 pub use packet::{
     EncodeError, FwknopKeyError, FwknopKeys, check_structure, decode, encode, encode_with_salt,

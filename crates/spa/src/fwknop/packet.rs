@@ -9,12 +9,13 @@
 
 use std::fmt;
 
+use sha2::Digest;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::b64;
-use super::crypto::{EncryptionMode, crypt, evp_bytes_to_key, pkcs7_pad, pkcs7_unpad_lenient};
-use super::digest::DigestType;
+use super::crypto::{EncryptionMode, KeyIv, crypt, pkcs7_pad, pkcs7_unpad_lenient};
+use super::digest::{DigestType, HmacKey, ct_eq};
 use super::message::Message;
 use super::parse::parse_plaintext;
 use crate::Refusal;
@@ -38,7 +39,8 @@ pub const MAX_HMAC_KEY: usize = 136;
 pub struct FwknopKeys {
     key: Zeroizing<Vec<u8>>,
     mode: EncryptionMode,
-    hmac: Option<(Zeroizing<Vec<u8>>, DigestType)>,
+    /// Keyed once here, not per packet (see [`HmacKey`]).
+    hmac: Option<HmacKey>,
 }
 
 /// Unusable key material.
@@ -75,7 +77,7 @@ impl FwknopKeys {
             Some(_) if mode == EncryptionMode::LegacyIv => {
                 return Err(FwknopKeyError::LegacyWithHmac);
             }
-            Some((hk, d)) => Some((Zeroizing::new(hk.to_vec()), d)),
+            Some((hk, d)) => Some(HmacKey::new(d, hk)),
         };
         Ok(Self {
             key: Zeroizing::new(key.to_vec()),
@@ -91,7 +93,7 @@ impl FwknopKeys {
 
     /// The HMAC digest, if HMAC is used.
     pub fn hmac_digest(&self) -> Option<DigestType> {
-        self.hmac.as_ref().map(|(_, d)| *d)
+        self.hmac.as_ref().map(HmacKey::digest)
     }
 }
 
@@ -100,7 +102,7 @@ impl fmt::Debug for FwknopKeys {
         f.debug_struct("FwknopKeys")
             .field("key", &"***")
             .field("mode", &self.mode)
-            .field("hmac", &self.hmac.as_ref().map(|(_, d)| (Redacted, *d)))
+            .field("hmac", &self.hmac.as_ref().map(|h| (Redacted, h.digest())))
             .finish()
     }
 }
@@ -138,14 +140,23 @@ pub fn check_structure(packet: &[u8]) -> Result<(), Refusal> {
 
 /// fwknopd's replay-cache key: SHA-256 of the payload exactly as received.
 pub fn replay_digest(packet: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(DigestType::Sha256.hash(&[packet]).as_slice());
-    out
+    sha2::Sha256::digest(packet).into()
 }
 
 /// Check structure and HMAC, decrypt and parse `packet` with `keys`.
 pub fn decode(packet: &[u8], keys: &FwknopKeys) -> Result<Message, Refusal> {
     check_structure(packet)?;
+    decode_checked(packet, keys)
+}
+
+/// Longest prefixed base64 ciphertext: libfko calls 400+ chars GnuPG.
+const MAX_CT_B64: usize = GPG_THRESHOLD - 1;
+/// Its decoded size, rounded up to whole base64 quanta.
+const MAX_RAW: usize = b64::decoded_len_max(MAX_CT_B64);
+
+/// [`decode`] for a packet that already passed [`check_structure`] (the
+/// verifier checks it once, then tries each matching stanza).
+pub(crate) fn decode_checked(packet: &[u8], keys: &FwknopKeys) -> Result<Message, Refusal> {
     // fwknopd only tries AES on payloads under 400 chars (pitfall P3).
     if packet.len() >= GPG_THRESHOLD {
         return Err(Refusal::UnsupportedMessage(
@@ -153,8 +164,8 @@ pub fn decode(packet: &[u8], keys: &FwknopKeys) -> Result<Message, Refusal> {
         ));
     }
     let ct_b64 = match &keys.hmac {
-        Some((hk, digest)) => {
-            let mac_len = digest.b64_len();
+        Some(hk) => {
+            let mac_len = hk.digest().b64_len();
             let Some(split) = packet.len().checked_sub(mac_len) else {
                 return Err(Refusal::TooShort {
                     len: packet.len(),
@@ -163,12 +174,10 @@ pub fn decode(packet: &[u8], keys: &FwknopKeys) -> Result<Message, Refusal> {
             };
             let (ct, mac) = packet.split_at(split);
             check_rijndael_len(ct)?;
-            let computed = digest
-                .hmac(hk, &[RIJNDAEL_PREFIX, ct])
-                .ok_or(Refusal::BadMac)?;
+            let computed = hk.mac(&[RIJNDAEL_PREFIX, ct]).ok_or(Refusal::BadMac)?;
             let mut buf = [0u8; 88];
             let n = b64::encode_into(computed.as_slice(), &mut buf).ok_or(Refusal::BadMac)?;
-            if !bool::from(buf[..n].ct_eq(mac)) {
+            if !ct_eq(&buf[..n], mac) {
                 return Err(Refusal::BadMac);
             }
             ct
@@ -178,19 +187,35 @@ pub fn decode(packet: &[u8], keys: &FwknopKeys) -> Result<Message, Refusal> {
             packet
         }
     };
-    let mut prefixed = Vec::with_capacity(RIJNDAEL_PREFIX.len() + ct_b64.len());
-    prefixed.extend_from_slice(RIJNDAEL_PREFIX);
-    prefixed.extend_from_slice(ct_b64);
-    let raw = b64::decode(&prefixed).ok_or(Refusal::NotBase64)?;
-    if raw.len() < 32 || &raw[..8] != b"Salted__" || (raw.len() - 16) % 16 != 0 {
+    // Restore the prefix and decode on the stack, no allocation; the
+    // plaintext is decrypted in place and wiped (below).
+    let mut text = [0u8; MAX_CT_B64];
+    let text_len = RIJNDAEL_PREFIX.len() + ct_b64.len();
+    text[..RIJNDAEL_PREFIX.len()].copy_from_slice(RIJNDAEL_PREFIX);
+    text[RIJNDAEL_PREFIX.len()..text_len].copy_from_slice(ct_b64);
+    let mut raw = [0u8; MAX_RAW];
+    let raw_len = b64::decode_into(&text[..text_len], &mut raw).ok_or(Refusal::NotBase64)?;
+    let raw = &mut raw[..raw_len];
+    if raw_len < 32 || &raw[..8] != b"Salted__" || (raw_len - 16) % 16 != 0 {
         return Err(Refusal::DecryptionFailed);
     }
+    let (head, ct) = raw.split_at_mut(16);
     let mut salt = [0u8; 8];
-    salt.copy_from_slice(&raw[8..16]);
-    let (key, iv) = evp_bytes_to_key(&keys.key, &salt, keys.mode);
-    let mut pt = Zeroizing::new(raw[16..].to_vec());
-    crypt(keys.mode, &key, &iv, &mut pt, false);
-    parse_plaintext(pkcs7_unpad_lenient(&pt))
+    salt.copy_from_slice(&head[8..]);
+    let d = KeyIv::derive(&keys.key, &salt, keys.mode);
+    // Decrypted in place; wiped on every way out, only as far as it is used.
+    let pt = WipeOnDrop(ct);
+    crypt(keys.mode, &d.key, &d.iv, pt.0, false);
+    parse_plaintext(pkcs7_unpad_lenient(pt.0))
+}
+
+/// Zeroizes the borrowed plaintext when dropped.
+struct WipeOnDrop<'a>(&'a mut [u8]);
+
+impl Drop for WipeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
 }
 
 /// libfko classifies a prefixed ciphertext of 400+ chars as GnuPG.
@@ -225,16 +250,16 @@ pub fn encode_with_salt(
 ) -> Result<String, EncodeError> {
     let mut pt = Zeroizing::new(message.to_plaintext().into_bytes());
     pkcs7_pad(&mut pt);
-    let (key, iv) = evp_bytes_to_key(&keys.key, &salt, keys.mode);
-    crypt(keys.mode, &key, &iv, &mut pt, true);
+    let d = KeyIv::derive(&keys.key, &salt, keys.mode);
+    crypt(keys.mode, &d.key, &d.iv, &mut pt, true);
     let mut raw = Vec::with_capacity(16 + pt.len());
     raw.extend_from_slice(b"Salted__");
     raw.extend_from_slice(&salt);
     raw.extend_from_slice(&pt);
     let c = b64::encode(&raw);
     let mut packet = c[RIJNDAEL_PREFIX.len()..].to_string();
-    if let Some((hk, digest)) = &keys.hmac
-        && let Some(mac) = digest.hmac(hk, &[c.as_bytes()])
+    if let Some(hk) = &keys.hmac
+        && let Some(mac) = hk.mac(&[c.as_bytes()])
     {
         packet.push_str(&b64::encode(mac.as_slice()));
     }

@@ -3,10 +3,9 @@
 //! field counts per message type, base64 fields with length limits, the
 //! inner digest whose type is inferred from its length.
 
-use subtle::ConstantTimeEq;
-
 use super::DigestType;
 use super::b64;
+use super::digest::ct_eq;
 use super::message::{Message, MessageType};
 use crate::Refusal;
 
@@ -14,30 +13,49 @@ const MAX_USERNAME_B64: usize = 64;
 const MAX_MESSAGE_B64: usize = 256;
 const MAX_NAT_HOST: usize = 70;
 
+/// Most fields a plaintext has before its digest: six always, then
+/// nat_access, server_auth and client_timeout.
+const MAX_FIELDS: usize = 9;
+
 /// Parse a decrypted plaintext with libfko's rules.
 pub fn parse_plaintext(pt: &[u8]) -> Result<Message, Refusal> {
     // libfko's "good decryption" test: 16 digits then ':'.
     if pt.len() < 17 || !pt[..16].iter().all(u8::is_ascii_digit) || pt[16] != b':' {
         return Err(Refusal::DecryptionFailed);
     }
-    if !pt.iter().all(|&b| (0x20..0x7f).contains(&b)) {
-        return Err(Refusal::Malformed("plaintext has non-printable characters"));
+    let non_printable = Refusal::Malformed("plaintext has non-printable characters");
+    if !b64::is_printable(pt) {
+        return Err(non_printable);
     }
-    // All printable ASCII from here on, so this never replaces anything.
-    let text = String::from_utf8_lossy(pt);
-    if text.matches(':').count() < 6 {
+    // Printable ASCII is UTF-8, so this never fails.
+    let text = std::str::from_utf8(pt).map_err(|_| non_printable)?;
+    if pt.iter().filter(|&&b| b == b':').count() < 6 {
         return Err(Refusal::Malformed("too few fields"));
     }
     let (body, digest) = text
         .rsplit_once(':')
         .ok_or(Refusal::Malformed("too few fields"))?;
     let digest_type = verify_digest(body, digest)?;
-    let fields: Vec<&str> = body.split(':').collect();
-    let [random, user, ts, version, mtype, msg, rest @ ..] = fields.as_slice() else {
+    // The fields on the stack; `count` goes on past MAX_FIELDS so that too
+    // many fields are refused below, after the checks that come first.
+    let mut fields = [""; MAX_FIELDS];
+    let mut count = 0;
+    let mut start = 0;
+    let ends = body.bytes().enumerate().filter(|&(_, b)| b == b':');
+    for end in ends.map(|(i, _)| i).chain([body.len()]) {
+        if let Some(slot) = fields.get_mut(count) {
+            // Both ends are at ASCII ':' or the end: char boundaries.
+            *slot = body.get(start..end).unwrap_or_default();
+        }
+        count += 1;
+        start = end + 1;
+    }
+    let [random, user, ts, version, mtype, msg, ..] = fields;
+    if count < 6 {
         return Err(Refusal::Malformed("too few fields"));
-    };
+    }
     let username = b64_field(user, MAX_USERNAME_B64)?;
-    if username.is_empty() || username.chars().any(|c| "\"/\\[]:;|=,+*?<>".contains(c)) {
+    if username.is_empty() || username.bytes().any(forbidden_in_username) {
         return Err(Refusal::Malformed("username has forbidden characters"));
     }
     if ts.is_empty() || ts.len() > 12 || !ts.bytes().all(|b| b.is_ascii_digit()) {
@@ -55,29 +73,32 @@ pub fn parse_plaintext(pt: &[u8]) -> Result<Message, Refusal> {
     let message = b64_field(msg, MAX_MESSAGE_B64)?;
     let max_rest =
         1 + usize::from(message_type.has_nat()) + usize::from(message_type.has_timeout());
-    if rest.len() > max_rest {
+    if count - 6 > max_rest {
         return Err(Refusal::Malformed("too many fields for the message type"));
     }
-    let mut rest = rest.to_vec();
+    // count <= 6 + max_rest <= MAX_FIELDS: every field is in the array.
+    let mut rest = &fields[6..count];
     let nat_access = if message_type.has_nat() {
-        if rest.is_empty() {
-            return Err(Refusal::Malformed("missing nat_access"));
-        }
-        let nat = b64_field(rest.remove(0), MAX_MESSAGE_B64)?;
+        let (first, tail) = rest
+            .split_first()
+            .ok_or(Refusal::Malformed("missing nat_access"))?;
+        rest = tail;
+        let nat = b64_field(first, MAX_MESSAGE_B64)?;
         validate_nat(&nat)?;
         Some(nat)
     } else {
         None
     };
     let client_timeout = if message_type.has_timeout() {
-        let t = rest
-            .pop()
+        let (last, init) = rest
+            .split_last()
             .ok_or(Refusal::Malformed("missing client timeout"))?;
-        Some(parse_timeout(t)?)
+        rest = init;
+        Some(parse_timeout(last)?)
     } else {
         None
     };
-    let server_auth = match rest.as_slice() {
+    let server_auth = match rest {
         [] => None,
         [sa] => Some(b64_field(sa, MAX_MESSAGE_B64)?),
         _ => return Err(Refusal::Malformed("too many fields for the message type")),
@@ -102,6 +123,27 @@ pub fn parse_plaintext(pt: &[u8]) -> Result<Message, Refusal> {
     })
 }
 
+/// libfko's forbidden username characters: `" / \ [ ] : ; | = , + * ? < >`.
+fn forbidden_in_username(b: u8) -> bool {
+    matches!(
+        b,
+        b'"' | b'/'
+            | b'\\'
+            | b'['
+            | b']'
+            | b':'
+            | b';'
+            | b'|'
+            | b'='
+            | b','
+            | b'+'
+            | b'*'
+            | b'?'
+            | b'<'
+            | b'>'
+    )
+}
+
 /// The inner digest: type from its length, SHA-2 tried before SHA-3.
 fn verify_digest(body: &str, digest: &str) -> Result<DigestType, Refusal> {
     let candidates = DigestType::by_b64_len(digest.len());
@@ -112,7 +154,7 @@ fn verify_digest(body: &str, digest: &str) -> Result<DigestType, Refusal> {
         let mut buf = [0u8; 88];
         let h = d.hash(&[body.as_bytes()]);
         let n = b64::encode_into(h.as_slice(), &mut buf).unwrap_or(0);
-        if bool::from(buf[..n].ct_eq(digest.as_bytes())) {
+        if ct_eq(&buf[..n], digest.as_bytes()) {
             return Ok(d);
         }
     }
@@ -120,15 +162,23 @@ fn verify_digest(body: &str, digest: &str) -> Result<DigestType, Refusal> {
 }
 
 fn b64_field(field: &str, max: usize) -> Result<String, Refusal> {
+    debug_assert!(
+        max <= MAX_MESSAGE_B64,
+        "the stack buffer holds MAX_MESSAGE_B64"
+    );
     if field.len() > max {
         return Err(Refusal::Malformed("base64 field too long"));
     }
-    let bytes = b64::decode(field.as_bytes()).ok_or(Refusal::Malformed("field is not base64"))?;
-    if !bytes.iter().all(|&b| (0x20..0x7f).contains(&b)) {
-        return Err(Refusal::Malformed("decoded field is not printable ASCII"));
+    let mut buf = [0u8; b64::decoded_len_max(MAX_MESSAGE_B64)];
+    let n = b64::decode_into(field.as_bytes(), &mut buf)
+        .ok_or(Refusal::Malformed("field is not base64"))?;
+    let not_printable = Refusal::Malformed("decoded field is not printable ASCII");
+    if !b64::is_printable(&buf[..n]) {
+        return Err(not_printable);
     }
-    // Printable ASCII only, so lossless.
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Printable ASCII is UTF-8, so this never fails.
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| not_printable)?;
+    Ok(text.to_owned())
 }
 
 fn validate_nat(nat: &str) -> Result<(), Refusal> {

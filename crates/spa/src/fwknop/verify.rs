@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use super::access::Stanza;
 use super::message::{Message, MessageType, ProtoPort};
-use super::packet::{check_structure, decode, replay_digest};
+use super::packet::{check_structure, decode_checked, replay_digest};
 use crate::window::{check_startup, check_window, unix_secs};
 use crate::{RateLimitConfig, RateLimiter, Refusal, ReplayCache};
 
@@ -141,7 +141,7 @@ impl FwknopVerifier {
             .enumerate()
             .filter(|(_, s)| s.source.contains(source))
         {
-            match decode(packet, &s.keys) {
+            match decode_checked(packet, &s.keys) {
                 Ok(m) => return Ok((i, m)),
                 Err(e) => {
                     first_err.get_or_insert(e);
