@@ -845,6 +845,62 @@ pub async fn revocations_list_what_still_matters(store: &dyn Store) {
     assert_eq!(r.sessions, vec!["s-kept".to_owned(), "s-live".to_owned()]);
 }
 
+pub async fn policies_and_data_move_the_revision(store: &dyn Store) {
+    let empty = store.policy_snapshot().await.expect("snapshot");
+    assert_eq!(empty, PolicySnapshot::default());
+    let r1 = store
+        .put_policy("authz", "package authz", NOW)
+        .await
+        .expect("put");
+    assert!(r1 > 0);
+    let r2 = store
+        .put_policy("authz", "package authz\n", NOW + 1)
+        .await
+        .expect("replace");
+    assert!(r2 > r1);
+    assert_eq!(store.delete_policy("nope").await.expect("delete"), None);
+    assert_eq!(store.policy_revision().await.expect("revision"), r2);
+    store
+        .put_policy_data("a/b", "{\"x\":1}", NOW)
+        .await
+        .expect("data");
+    store.put_policy_data("ab", "2", NOW).await.expect("data");
+    store
+        .put_policy_data("a/b/c", "3", NOW)
+        .await
+        .expect("data");
+    let snap = store.policy_snapshot().await.expect("snapshot");
+    assert_eq!(snap.policies.len(), 1);
+    assert_eq!(snap.policies[0].raw, "package authz\n");
+    assert_eq!(snap.policies[0].created_at, NOW);
+    assert_eq!(snap.policies[0].updated_at, NOW + 1);
+    let paths: Vec<_> = snap.data.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(paths, ["a/b", "a/b/c", "ab"]);
+    // A write at `a` replaces what is below it, not its sibling `ab`.
+    let r3 = store.put_policy_data("a", "{}", NOW).await.expect("data");
+    let snap = store.policy_snapshot().await.expect("snapshot");
+    assert_eq!(snap.revision, r3);
+    let paths: Vec<_> = snap.data.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(paths, ["a", "ab"]);
+    assert!(
+        store
+            .delete_policy_data("a")
+            .await
+            .expect("delete")
+            .is_some()
+    );
+    assert_eq!(store.delete_policy_data("a").await.expect("again"), None);
+    let r4 = store
+        .delete_policy("authz")
+        .await
+        .expect("delete")
+        .expect("existed");
+    let snap = store.policy_snapshot().await.expect("snapshot");
+    assert_eq!(snap.revision, r4);
+    assert!(snap.policies.is_empty());
+    assert_eq!(snap.data.len(), 1);
+}
+
 macro_rules! suite {
     ($make:expr) => {
         $crate::conformance::suite!(@ $make;
@@ -855,7 +911,8 @@ macro_rules! suite {
             recovery_codes_are_single_use_and_replaced_together,
             signing_keys_rotate_with_a_retirement_date, services_and_gateways,
             audit_batches_append_together, rate_limit_buckets_refill_and_are_shared,
-            events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters);
+            events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters,
+            policies_and_data_move_the_revision);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

@@ -203,6 +203,22 @@ pub trait Store: Send + Sync + 'static {
     /// The deny lists that matter at `now`.
     async fn revocations(&self, now: i64) -> Result<Revocations>;
 
+    // ---- policies (the OPA-compatible API) ------------------------------------
+    /// Creates or replaces a Rego module; returns the new policy revision.
+    async fn put_policy(&self, id: &str, raw: &str, now: i64) -> Result<i64>;
+    /// Deletes a module; the new revision, or `None` when there was none.
+    async fn delete_policy(&self, id: &str) -> Result<Option<i64>>;
+    /// Stores a data document at `path`, replacing whatever was stored at
+    /// or below it, together; returns the new revision.
+    async fn put_policy_data(&self, path: &str, document: &str, now: i64) -> Result<i64>;
+    /// Deletes the documents at and below `path`; the new revision, or
+    /// `None` when nothing was there.
+    async fn delete_policy_data(&self, path: &str) -> Result<Option<i64>>;
+    /// The revision, bumped by every change above: cheap to poll.
+    async fn policy_revision(&self) -> Result<i64>;
+    /// Every module and data document, with the revision they are at least at.
+    async fn policy_snapshot(&self) -> Result<PolicySnapshot>;
+
     // ---- rate limits ------------------------------------------------------------
     /// Takes one token from `key`'s bucket (refilled at `per_minute`, at
     /// most `burst`), atomically. False when the bucket is empty.

@@ -333,3 +333,32 @@ pub struct Revocations {
     /// Names of suspended users.
     pub users: Vec<String>,
 }
+
+/// A Rego module stored through the policy API, as it was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub id: String,
+    pub raw: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A data document stored at a slash-separated path (`a/b` is `data.a.b`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyDataRecord {
+    pub path: String,
+    /// JSON text.
+    pub document: String,
+    pub updated_at: i64,
+}
+
+/// Everything a policy set is built from, and the revision it is at (read
+/// before the rows, so rows are never older than the revision says).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicySnapshot {
+    pub revision: i64,
+    /// Ordered by id.
+    pub policies: Vec<PolicyRecord>,
+    /// Ordered by path.
+    pub data: Vec<PolicyDataRecord>,
+}

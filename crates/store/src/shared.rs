@@ -1093,6 +1093,109 @@ impl Store for $store {
         })
     }
 
+    async fn put_policy(&self, id: &str, raw: &str, now: i64) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let revision = bump_policy_revision(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO policies (id, raw, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO UPDATE SET raw = excluded.raw, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(raw)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    async fn delete_policy(&self, id: &str) -> Result<Option<i64>> {
+        let mut tx = self.write_tx().await?;
+        let revision = bump_policy_revision(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM policies WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(revision))
+    }
+
+    async fn put_policy_data(&self, path: &str, document: &str, now: i64) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let revision = bump_policy_revision(&mut tx).await?;
+        delete_data_below(&mut tx, path).await?;
+        sqlx::query(
+            "INSERT INTO policy_data (path, document, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (path) DO UPDATE SET document = excluded.document, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(path)
+        .bind(document)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    async fn delete_policy_data(&self, path: &str) -> Result<Option<i64>> {
+        let mut tx = self.write_tx().await?;
+        let revision = bump_policy_revision(&mut tx).await?;
+        if delete_data_below(&mut tx, path).await? == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(revision))
+    }
+
+    async fn policy_revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT revision FROM policy_revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("revision")?)
+    }
+
+    async fn policy_snapshot(&self) -> Result<PolicySnapshot> {
+        // The revision first: rows read after it are at least that new, so
+        // a poller that sees a later revision rebuilds again.
+        let revision = self.policy_revision().await?;
+        let policies = sqlx::query("SELECT * FROM policies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PolicyRecord {
+                    id: row.try_get("id")?,
+                    raw: row.try_get("raw")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data = sqlx::query("SELECT * FROM policy_data ORDER BY path")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(PolicyDataRecord {
+                    path: row.try_get("path")?,
+                    document: row.try_get("document")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PolicySnapshot {
+            revision,
+            policies,
+            data,
+        })
+    }
+
     async fn take_rate_token(
         &self,
         key: &str,
@@ -1207,6 +1310,34 @@ fn gateway_row(row: &$row) -> Result<GatewayRecord> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// Takes the policy revision's row lock (ordering concurrent policy
+/// writes) and returns the new revision.
+async fn bump_policy_revision(tx: &mut Transaction<'static, $db>) -> Result<i64> {
+    let row = sqlx::query(
+        "UPDATE policy_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("revision")?)
+}
+
+/// Deletes the data document at `path` and every one below it
+/// (`path/…`, compared as a whole segment: `a` does not take `ab`).
+async fn delete_data_below(tx: &mut Transaction<'static, $db>, path: &str) -> Result<u64> {
+    let prefix = format!("{path}/");
+    // substr counts characters in both SQLite and PostgreSQL; LIKE would
+    // need escaping and is case-insensitive in SQLite.
+    let len = i32::try_from(prefix.chars().count())
+        .map_err(|_| StoreError::Corrupt("data path too long".into()))?;
+    let done = sqlx::query("DELETE FROM policy_data WHERE path = $1 OR substr(path, 1, $2) = $3")
+        .bind(path)
+        .bind(len)
+        .bind(&prefix)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 fn const_format(columns: &str, tail: &str) -> String {
