@@ -11,6 +11,8 @@
 //! - [`server`]: the tokio-rustls accept loops and graceful shutdown.
 //! - [`knock`]: a dark controller's SPA listener; [`spa`]: SPA key material.
 //! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`).
+//! - [`policies`]: the Rego set served on the OPA Data API, rebuilt when
+//!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod knock;
 pub mod password;
+pub mod policies;
 pub mod ratelimit;
 pub mod recovery;
 pub mod secrets;

@@ -133,6 +133,7 @@ pub async fn run_with(
     let graceful = Arc::new(GracefulShutdown::new());
     let poll = controller.config.event_poll;
     tokio::spawn(crate::events::tail(controller.clone(), poll));
+    tokio::spawn(crate::policies::watch(controller.clone(), poll));
     let Listeners {
         main,
         public,

@@ -58,6 +58,8 @@ pub struct Controller {
     /// bound (enrollment tells devices where to knock).
     pub dark: std::sync::OnceLock<umbra_proto::api::DarkController>,
     pub knock_counters: crate::knock::KnockCounters,
+    /// The Rego policy set served on the OPA Data API.
+    pub policies: crate::policies::Policies,
 }
 
 impl std::fmt::Debug for Controller {
@@ -127,6 +129,7 @@ impl Controller {
             bootstrap_file: None,
             dark: std::sync::OnceLock::new(),
             knock_counters: crate::knock::KnockCounters::default(),
+            policies: crate::policies::Policies::default(),
         };
         // The CA certificate is public: written where operators and agents'
         // installers can pick it up (and check its fingerprint out of band).
@@ -136,6 +139,10 @@ impl Controller {
             source,
         })?;
         controller.bootstrap_file = controller.maybe_issue_bootstrap().await?;
+        // Stored policies that no longer build are logged and leave the
+        // empty set in force (every query undefined): start anyway, so an
+        // operator can fix them through the API.
+        controller.reload_policies().await?;
         Ok(Arc::new(controller))
     }
 

@@ -155,7 +155,10 @@ impl FromRequestParts<Arc<Controller>> for GatewayPeer {
     }
 }
 
-async fn check_gateway(c: &Controller, ctx: &RequestContext) -> Result<GatewayRecord, String> {
+pub(super) async fn check_gateway(
+    c: &Controller,
+    ctx: &RequestContext,
+) -> Result<GatewayRecord, String> {
     let der = ctx.cert.as_ref().ok_or("no_client_certificate")?;
     let peer = GatewayCertificate::parse(der, c.ca.trust_domain())
         .map_err(|e| format!("certificate_not_a_gateway: {e}"))?;

@@ -115,7 +115,10 @@ impl FromRequestParts<Arc<Controller>> for Admin {
     }
 }
 
-async fn check_admin(c: &Controller, ctx: &RequestContext) -> Result<String, &'static str> {
+pub(super) async fn check_admin(
+    c: &Controller,
+    ctx: &RequestContext,
+) -> Result<String, &'static str> {
     let token = ctx.bearer.as_deref().ok_or("no_credential")?;
     if token.starts_with(secrets::BOOTSTRAP_PREFIX) {
         return Err("bootstrap_token_must_be_exchanged");

@@ -8,6 +8,7 @@
 //! - [`admin`]: everything under `/api/v1/admin` (admin credential required).
 //! - [`gateway`]: gateway enrollment, registration, control channel, audit.
 //! - [`guard`]: credential checks shared by `auth` and `admin`.
+//! - [`opa`]: the OPA REST API (`/v1/data`, `/v1/policies`).
 
 mod admin;
 mod auth;
@@ -15,6 +16,7 @@ mod devices;
 mod enroll;
 mod gateway;
 mod guard;
+mod opa;
 pub mod openapi;
 mod public;
 
@@ -149,6 +151,32 @@ fn private_routes() -> Router<Arc<Controller>> {
             "/api/v1/admin/signing-keys/rotate",
             post(admin::rotate_signing_key),
         )
+        .merge(opa_routes())
+}
+
+/// The OPA REST API, with its own body limit: inputs and modules are
+/// larger than anything else the API takes.
+fn opa_routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route(
+            "/v1/data",
+            get(opa::get_data_root).post(opa::post_data_root),
+        )
+        .route(
+            "/v1/data/{*path}",
+            get(opa::get_data)
+                .post(opa::post_data)
+                .put(opa::put_data)
+                .delete(opa::delete_data),
+        )
+        .route("/v1/policies", get(opa::list_policies))
+        .route(
+            "/v1/policies/{*id}",
+            get(opa::get_policy)
+                .put(opa::put_policy)
+                .delete(opa::delete_policy),
+        )
+        .layer(DefaultBodyLimit::max(opa::MAX_BODY_BYTES))
 }
 
 /// Gives every request a fresh id (client-sent ids are not trusted: they
