@@ -16,5 +16,6 @@ mod e2e;
 mod enrollment;
 mod login;
 mod multi_controller;
+mod policy_api;
 mod spa;
 mod tokens;

@@ -64,6 +64,29 @@ enum AdminCommand {
     Gateway(GatewayCommand),
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Rego policies on the controller's OPA-compatible API.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Upload modules (`.rego`: PUT /v1/policies/{file stem}) and data
+    /// (`.json`: each top-level key to PUT /v1/data/{key}, as `opa -d`
+    /// merges a data file at the root).
+    Load {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The modules in force.
+    List,
+    /// Print one module's source.
+    Get {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +287,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     match args.command {
         AdminCommand::Bootstrap { .. } => unreachable!("handled above"),
         AdminCommand::User(cmd) => user(&api, cmd, json).await,
+        AdminCommand::Policy(cmd) => policy(&api, cmd, json).await,
         AdminCommand::Device(cmd) => {
             let devices = match cmd {
                 DeviceCommand::List => {
@@ -530,6 +554,106 @@ async fn user_action(api: &ApiClient, name: &str, action: &str, json: bool) -> R
     }
     table::print(&USER_HEADERS, &[user_row(&u)]);
     Ok(())
+}
+
+async fn policy(api: &ApiClient, cmd: PolicyCommand, json: bool) -> Result<()> {
+    use reqwest::Method;
+    // Ids and paths keep their slashes (OPA's ids may have them).
+    let path_of = |s: &str| s.split('/').map(urlencode).collect::<Vec<_>>().join("/");
+    match cmd {
+        PolicyCommand::Load { files } => {
+            for file in files {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let stem = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .context("the file name is the policy id: it must be UTF-8")?;
+                if file.extension().is_some_and(|e| e == "json") {
+                    let value: Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", file.display()))?;
+                    let Value::Object(fields) = value else {
+                        bail!("{}: a data file must hold a JSON object", file.display());
+                    };
+                    for (key, doc) in fields {
+                        api.opa(
+                            Method::PUT,
+                            &format!("/v1/data/{}", urlencode(&key)),
+                            "application/json",
+                            Some(doc.to_string().into_bytes()),
+                        )
+                        .await
+                        .with_context(|| format!("loading {}", file.display()))?;
+                        println!("data.{key} loaded from {}", file.display());
+                    }
+                } else {
+                    api.opa(
+                        Method::PUT,
+                        &format!("/v1/policies/{}", path_of(stem)),
+                        "text/plain",
+                        Some(text.into_bytes()),
+                    )
+                    .await
+                    .with_context(|| format!("loading {}", file.display()))?;
+                    println!("policy {stem} loaded from {}", file.display());
+                }
+            }
+            Ok(())
+        }
+        PolicyCommand::List => {
+            let v = api.opa(Method::GET, "/v1/policies", "", None).await?;
+            if json {
+                return print_json(&v);
+            }
+            let rows: Vec<_> = v["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let raw = p["raw"].as_str().unwrap_or("");
+                    let package = raw
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("package "))
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned();
+                    vec![
+                        p["id"].as_str().unwrap_or("").to_owned(),
+                        package,
+                        raw.len().to_string(),
+                    ]
+                })
+                .collect();
+            table::print(&["id", "package", "bytes"], &rows);
+            Ok(())
+        }
+        PolicyCommand::Get { id } => {
+            let v = api
+                .opa(
+                    Method::GET,
+                    &format!("/v1/policies/{}", path_of(&id)),
+                    "",
+                    None,
+                )
+                .await?;
+            if json {
+                return print_json(&v);
+            }
+            print!("{}", v["result"]["raw"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        PolicyCommand::Delete { id } => {
+            api.opa(
+                Method::DELETE,
+                &format!("/v1/policies/{}", path_of(&id)),
+                "",
+                None,
+            )
+            .await?;
+            println!("policy {id} deleted");
+            Ok(())
+        }
+    }
 }
 
 fn urlencode(s: &str) -> String {

@@ -95,6 +95,59 @@ impl ApiClient {
             .with_context(|| format!("{method} {path}: unexpected response"))
     }
 
+    /// Sends a raw body to an OPA-shaped route (`/v1/…`) and returns the
+    /// JSON answer (`null` for an empty one); an error status becomes an
+    /// error with OPA's message and each error's position.
+    pub async fn opa(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}: cannot reach {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading response")?;
+        let value: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{method} {path}: HTTP {status}, not JSON"))?
+        };
+        if !status.is_success() {
+            let mut message = format!(
+                "{method} {path}: HTTP {status}: {}",
+                value["message"].as_str().unwrap_or("(no message)")
+            );
+            for e in value["errors"].as_array().into_iter().flatten() {
+                let l = &e["location"];
+                message.push_str(&format!(
+                    "\n  {}:{}:{}: {}",
+                    l["file"].as_str().unwrap_or("?"),
+                    l["row"],
+                    l["col"],
+                    e["message"].as_str().unwrap_or("")
+                ));
+            }
+            return Err(anyhow!(message));
+        }
+        Ok(value)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::GET, path, None::<&()>).await
     }

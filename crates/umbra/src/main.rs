@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod client;
 mod dev;
+mod policy;
 mod spa;
 mod table;
 
@@ -55,6 +56,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Single Packet Authorization tools (`inspect`).
     Spa(spa::SpaArgs),
+    /// Rego tools, as OPA's (`eval`, `test`, `check`).
+    Policy(policy::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,7 +65,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("UMBRA_LOG").unwrap_or_else(|_| {
         let default = match cli.command {
-            Command::Admin(_) | Command::Agent(_) => "warn",
+            Command::Admin(_) | Command::Agent(_) | Command::Policy(_) => "warn",
             _ => "info",
         };
         tracing_subscriber::EnvFilter::new(default)
@@ -86,10 +89,15 @@ fn main() -> ExitCode {
             Command::Agent(args) => agent::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Spa(args) => spa::run(args),
+            Command::Policy(args) => policy::run(args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Already explained on stderr (test failures, compile errors).
+        Err(e) if e.downcast_ref::<policy::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<policy::Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
