@@ -147,7 +147,7 @@ impl Modify for Security {
         super::opa::put_policy,
         super::opa::delete_policy,
     ),
-    components(schemas(ErrorBody, ControlFrame, Event, Snapshot)),
+    components(schemas(ErrorBody, ControlFrame, Event, Snapshot, super::opa::OpaError)),
     tags(
         (name = "public", description = "No credential needed"),
         (name = "devices", description = "Enrollment and certificate renewal"),
