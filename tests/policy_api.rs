@@ -854,3 +854,28 @@ async fn admin_policy_load_puts_modules_and_data() {
         .await;
     assert_eq!(allowed, json!({ "result": true }));
 }
+
+#[tokio::test]
+async fn a_runaway_evaluation_times_out_is_an_error_and_is_audited() {
+    let tc = start().await;
+    let runaway = "package slow\n\nn := count({[a, b, c] |\n\tsome a in numbers.range(1, 1000)\n\
+                   \tsome b in numbers.range(1, 1000)\n\tsome c in numbers.range(1, 1000)\n})\n";
+    let (status, body) = put_policy(&tc, "slow", runaway).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let started = std::time::Instant::now();
+    let (status, body) = tc
+        .public()
+        .get("/v1/data/slow/n", Some(&tc.admin_token))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("evaluation_error")),
+        "{body}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        tc.last_audit_reason("policy.eval")
+            .await
+            .starts_with("error: rego_timeout")
+    );
+}
