@@ -108,7 +108,7 @@ async fn start_inner(extra_toml: &str, dark: bool) -> TestController {
             "https://127.0.0.1:{}",
             public.local_addr().expect("addr").port()
         );
-        let knock = umbra_controller::server::knock_socket("127.0.0.1:0".parse().expect("addr"))
+        let knock = umbra_firewall::knock_socket("127.0.0.1:0".parse().expect("addr"))
             .expect("knock socket");
         (
             Some(public),

@@ -64,16 +64,20 @@ fn remember(key: &str) {
 
 /// The gateway's TLS address (`host`, `port`) from its URL.
 pub fn gateway_host_port(access: &ServiceAccess) -> Result<(String, u16), AgentError> {
-    let url: http::Uri = access
-        .gateway_url
+    host_port("gateway", &access.gateway_url)
+}
+
+/// An `https://` URL's host (IPv6 without brackets) and port.
+fn host_port(what: &str, url: &str) -> Result<(String, u16), AgentError> {
+    let parsed: http::Uri = url
         .parse()
-        .map_err(|e| AgentError::State(format!("gateway URL {:?}: {e}", access.gateway_url)))?;
-    let host = url
+        .map_err(|e| AgentError::State(format!("{what} URL {url:?}: {e}")))?;
+    let host = parsed
         .host()
         .unwrap_or_default()
         .trim_matches(['[', ']'])
         .to_owned();
-    Ok((host, url.port_u16().unwrap_or(443)))
+    Ok((host, parsed.port_u16().unwrap_or(443)))
 }
 
 /// Where a native knock goes and what it asks for.
@@ -207,14 +211,7 @@ fn controller_base(
     state: &AgentState,
     dark: umbra_proto::api::DarkController,
 ) -> Result<(String, String), AgentError> {
-    let url: http::Uri = state.controller_url.parse().map_err(|e| {
-        AgentError::State(format!("controller URL {:?}: {e}", state.controller_url))
-    })?;
-    let host = url
-        .host()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_owned();
+    let (host, _) = host_port("controller", &state.controller_url)?;
     let base = if host.contains(':') {
         format!("https://[{host}]:{}", dark.login_port)
     } else {

@@ -73,11 +73,13 @@ pub async fn bind(config: &crate::config::Config) -> Result<Listeners, ServeErro
         None => (None, None),
         Some(spa) => (
             Some(tcp("spa.public_listen", spa.public_listen).await?),
-            Some(knock_socket(spa.listen).map_err(|source| ServeError::Bind {
-                what: "spa.listen",
-                addr: spa.listen,
-                source,
-            })?),
+            Some(
+                umbra_firewall::knock_socket(spa.listen).map_err(|source| ServeError::Bind {
+                    what: "spa.listen",
+                    addr: spa.listen,
+                    source,
+                })?,
+            ),
         ),
     };
     Ok(Listeners {
@@ -85,22 +87,6 @@ pub async fn bind(config: &crate::config::Config) -> Result<Listeners, ServeErro
         public,
         knock,
     })
-}
-
-/// The knock socket, non-blocking, with a receive buffer that rides out a
-/// burst of garbage (the kernel caps it at `net.core.rmem_max`).
-pub fn knock_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if let Err(e) = socket.set_recv_buffer_size(4 << 20) {
-        tracing::debug!(error = %e, "knock socket: receive buffer left at the default");
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 pub async fn run(

@@ -24,6 +24,7 @@
 //! - [`userspace`], [`command`], [`fake`]: the other backends.
 //! - `table`: the in-memory expiry table the last three share.
 //! - `exec`: running argv programs with a timeout, stderr kept.
+//! - [`knock_socket`]: the UDP socket knocks arrive on.
 //! - [`error`]: the [`Error`] enum.
 
 pub mod command;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 mod exec;
 pub mod fake;
+mod knock;
 pub mod nft;
 pub mod pinholes;
 mod table;
@@ -41,6 +43,7 @@ pub use command::{CommandPinholes, CommandSettings};
 pub use config::{BackendKind, ConfigError, FirewallConfig, FirewallSettings};
 pub use error::Error;
 pub use fake::{Call, RecordingPinholes};
+pub use knock::knock_socket;
 pub use nft::{NftPinholes, NftSettings};
 pub use pinholes::Pinholes;
 pub use types::{BlockedSource, MAX_TTL, OpenPinhole, Pinhole, PinholeKey, Protected, Protocol};

@@ -29,7 +29,8 @@ pub mod control;
 pub mod demo;
 pub mod headers;
 pub mod identity;
-pub mod path;
+/// Path normalization is the policy crate's, so rules and the proxy agree.
+pub use umbra_policy::path;
 pub mod proxy;
 pub mod renew;
 pub mod server;
@@ -137,9 +138,11 @@ impl Gateway {
         let (pinholes, spa_socket) = match &config.spa {
             None => (None, None),
             Some(spa) => {
-                let socket = bind_spa_socket(spa.listen).map_err(|source| GatewayError::Io {
-                    path: format!("SPA socket {}", spa.listen).into(),
-                    source,
+                let socket = umbra_firewall::knock_socket(spa.listen).map_err(|source| {
+                    GatewayError::Io {
+                        path: format!("SPA socket {}", spa.listen).into(),
+                        source,
+                    }
                 })?;
                 let pinholes = spa
                     .firewall
@@ -285,23 +288,4 @@ fn trust_domain_of(identity: &identity::Identity) -> Result<umbra_pki::TrustDoma
         .map(|(td, _)| td)
         .ok_or_else(|| GatewayError::Identity(format!("{uri:?} is not a gateway SPIFFE ID")))?;
     Ok(umbra_pki::TrustDomain::new(td)?)
-}
-
-/// The SPA socket, non-blocking, with a receive buffer big enough to ride
-/// out a burst of garbage: a valid knock that arrives during a flood is
-/// only lost if the kernel's queue overflows before the listener drains it.
-/// The kernel caps the size at `net.core.rmem_max`; that is fine.
-fn bind_spa_socket(listen: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    const RECV_BUFFER: usize = 4 << 20;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(listen),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
-        tracing::debug!(error = %e, "SPA socket: receive buffer left at the default");
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    Ok(socket.into())
 }

@@ -1,8 +1,7 @@
 //! Request path normalization and whole-segment prefix matching.
 //!
-//! The same rules as the gateway's `path` module (this is its copy, so that
-//! policy matching and the proxy agree byte for byte; the gateway can use
-//! this one instead of its own). Every path a rule sees has been through
+//! The gateway's proxy and the policy rules both use this module, so they
+//! agree byte for byte. Every path a rule sees has been through
 //! [`normalize`], and every configured prefix through [`normalize_prefix`].
 //!
 //! The gateway authorizes a request by the prefix of its path and then
