@@ -31,6 +31,8 @@ pub struct Rig {
     pub gw: Arc<Gateway>,
     pub gw_url: String,
     pub device: TestDevice,
+    /// The user the rig logged in (groups: eng).
+    pub alice: support::TestUser,
     pub token: String,
     /// The login response, as an agent would keep it.
     pub login: Value,
@@ -69,12 +71,25 @@ impl Rig {
             umbra_gateway::config::RawLimits::default(),
             extra,
             None,
+            "",
         )
         .await
     }
 
     pub async fn start_custom(resync_secs: u64, limits: umbra_gateway::config::RawLimits) -> Self {
-        Self::build(resync_secs, limits, Vec::new(), None).await
+        Self::build(resync_secs, limits, Vec::new(), None, "").await
+    }
+
+    /// With `controller_toml` added to the controller's configuration.
+    pub async fn start_with_controller(controller_toml: &str) -> Self {
+        Self::build(
+            300,
+            umbra_gateway::config::RawLimits::default(),
+            Vec::new(),
+            None,
+            controller_toml,
+        )
+        .await
     }
 
     /// A dark gateway: SPA on a loopback UDP port, userspace pinholes of
@@ -106,6 +121,7 @@ impl Rig {
             umbra_gateway::config::RawLimits::default(),
             Vec::new(),
             Some(dark),
+            "",
         )
         .await
     }
@@ -115,13 +131,14 @@ impl Rig {
         limits: umbra_gateway::config::RawLimits,
         extra: Vec<RawRoute>,
         dark: Option<Dark>,
+        controller_toml: &str,
     ) -> Self {
         let gateway_ip = dark
             .as_ref()
             .and_then(|d| d.gateway_ip.clone())
             .unwrap_or_else(|| "127.0.0.1".to_owned());
         let extra_services: Vec<String> = extra.iter().map(|r| r.service.clone()).collect();
-        let tc = support::start().await;
+        let tc = support::start_with(controller_toml).await;
         let alice = tc.create_user("alice", &["eng"]).await;
         let device = tc.enroll("alice").await;
         let token = tc
@@ -263,6 +280,7 @@ impl Rig {
             gw,
             gw_url,
             device,
+            alice,
             token: session_token,
             login,
             _state: state,
@@ -409,7 +427,7 @@ async fn the_upstream_receives_the_identity_and_a_verifiable_assertion_and_no_fo
 
     // Allowed requests reach the audit trail (batched by the gateway).
     rig.tc
-        .wait_audit("gateway.access", "user alice is allowed billing")
+        .wait_audit("gateway.access", "rule grant:billing allows this request")
         .await;
 }
 
@@ -553,7 +571,10 @@ async fn path_tricks_and_ungranted_services_get_the_same_refusal_as_nothing() {
     assert_eq!(b1["error"]["code"], b2["error"]["code"]);
     assert_eq!(b1["error"]["message"], b2["error"]["message"]);
     rig.tc
-        .wait_audit("gateway.access", "alice is not granted secret")
+        .wait_audit(
+            "gateway.access",
+            "no rule grants user alice access to secret",
+        )
         .await;
 }
 
@@ -1424,6 +1445,6 @@ async fn withdrawing_a_grant_cuts_the_live_tunnels_to_that_service() {
         .unwrap_or(0);
     assert_eq!(n, 0, "EOF once the grant is gone");
     rig.tc
-        .wait_audit("gateway.tunnel", "tunnel cut: grant_withdrawn")
+        .wait_audit("gateway.tunnel", "tunnel cut: policy_withdrawn")
         .await;
 }

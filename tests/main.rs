@@ -16,6 +16,7 @@ mod e2e;
 mod enrollment;
 mod login;
 mod multi_controller;
+mod policy_access;
 mod policy_api;
 mod spa;
 mod tokens;

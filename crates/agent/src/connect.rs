@@ -47,6 +47,19 @@ fn local_error(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
+/// A gateway's "step-up required" answer (401 with Umbra's challenge).
+fn is_step_up<B>(resp: &Response<B>) -> bool {
+    resp.status() == StatusCode::UNAUTHORIZED
+        && resp
+            .headers()
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.contains("error=\"step_up_required\""))
+            })
+}
+
 /// Finds `service` in the saved session.
 pub fn service_access(dir: &AgentDir, service: &str) -> Result<ServiceAccess, AgentError> {
     let session = dir.session()?.ok_or_else(|| {
@@ -242,7 +255,17 @@ async fn forward(
             }
             resp.map(BodyExt::boxed)
         }
-        Ok(resp) => resp.map(BodyExt::boxed),
+        Ok(resp) => {
+            if is_step_up(&resp) {
+                // The user is not looking at this process's output per se,
+                // but at the local client's; both say what to do.
+                tracing::warn!(
+                    service = %access.name,
+                    "the gateway asks for a fresh MFA: run `umbra agent step-up`, then retry"
+                );
+            }
+            resp.map(BodyExt::boxed)
+        }
         Err(e) => {
             crate::knock::forget(access);
             tracing::warn!(error = %e, gateway = %access.gateway_url, "gateway unreachable");

@@ -235,6 +235,35 @@ pub async fn login(
     Ok(session)
 }
 
+/// Step-up MFA: a fresh TOTP code for the live session; the new token
+/// (same session, fresh MFA time) replaces the saved one, so `connect`
+/// uses it from its next request.
+pub async fn step_up(
+    dir: &AgentDir,
+    totp: &str,
+) -> Result<umbra_proto::api::StepUpResponse, AgentError> {
+    let mut session = dir.session()?.ok_or_else(|| {
+        AgentError::State("not logged in; run `umbra agent login --user NAME`".into())
+    })?;
+    let (http, _, base) = mtls(dir).await?;
+    let url = format!("{base}/api/v1/auth/step-up");
+    let request = umbra_proto::api::StepUpRequest {
+        totp: totp.trim().to_owned(),
+    };
+    let stepped: umbra_proto::api::StepUpResponse = call(
+        &http,
+        reqwest::Method::POST,
+        &url,
+        Some(&session.token),
+        Some(&request),
+    )
+    .await?;
+    session.token.clone_from(&stepped.token);
+    session.expires_at.clone_from(&stepped.expires_at);
+    dir.save_session(&session)?;
+    Ok(stepped)
+}
+
 /// Ends the session at the controller (which revokes it at every gateway)
 /// and forgets it here.
 pub async fn logout(dir: &AgentDir) -> Result<Option<Session>, AgentError> {

@@ -1,8 +1,10 @@
 //! Which services a user may reach, and through which gateway: the list a
-//! login returns so the agent knows where to connect. The gateway decides
-//! each request again; this list is a convenience, not a permission.
+//! login returns so the agent knows where to connect. A service is listed
+//! when some allow rule (a grant, or a rule of the native policy) names the
+//! user or a group and the service; the gateway decides each request again,
+//! in full. This list is a convenience, not a permission.
 
-use umbra_policy::access::{AccessRequest, AllowLists, Authorizer};
+use umbra_policy::access::with_grants;
 use umbra_proto::control::{Grant, ServiceAccess};
 use umbra_store::GatewayStatus;
 
@@ -25,20 +27,11 @@ pub async fn granted_services(
             allow_groups: s.allow_groups,
         })
         .collect();
-    let lists = AllowLists::new(&grants);
+    let rules = with_grants(&c.config.policy.config, &grants).rules;
     let gateways = c.store.list_gateways().await?;
     let mut out = Vec::new();
     for g in &grants {
-        let request = AccessRequest {
-            user,
-            groups,
-            device: "",
-            service: &g.service,
-            method: "",
-            path: "/",
-            risk: 0,
-        };
-        if !lists.decide(&request).allow {
+        if !rules.may_allow(user, groups, &g.service) {
             continue;
         }
         for gw in gateways

@@ -49,6 +49,50 @@ pub struct RawConfig {
     pub spa: Option<RawSpa>,
     /// The pinhole backend of a dark controller (as the gateway's).
     pub firewall: Option<umbra_firewall::FirewallConfig>,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// `[policy]`: the native access rules, compliance policies and risk
+/// bands (`docs/policy.md`), besides the admin API's grants. Gateways are
+/// sent the file's text with every snapshot; several controllers sharing a
+/// store must be given the same file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub file: Option<PathBuf>,
+}
+
+/// The validated native policy.
+#[derive(Clone, Debug, Default)]
+pub struct NativePolicy {
+    pub file: Option<PathBuf>,
+    /// The file as read (sent to gateways); empty without a file.
+    pub text: String,
+    pub config: umbra_policy::rules::PolicyConfig,
+}
+
+impl RawPolicy {
+    fn validate(self) -> Result<NativePolicy, ConfigError> {
+        let Some(path) = self.file else {
+            return Ok(NativePolicy::default());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+            key: "policy.file",
+            message: format!("{}: {e}", path.display()),
+        })?;
+        let config = umbra_policy::rules::PolicyConfig::from_toml(&text).map_err(|e| {
+            ConfigError::Invalid {
+                key: "policy.file",
+                message: format!("{}: {e}", path.display()),
+            }
+        })?;
+        Ok(NativePolicy {
+            file: Some(path),
+            text,
+            config,
+        })
+    }
 }
 
 /// `[spa]`: a dark controller. Login, renewal, posture reports, the
@@ -258,6 +302,7 @@ pub struct Config {
     pub event_poll: std::time::Duration,
     /// `Some`: the controller is dark.
     pub spa: Option<SpaConfig>,
+    pub policy: NativePolicy,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -471,8 +516,10 @@ impl RawConfig {
             Some(spa) => Some(spa.validate(listen, self.firewall)?),
             None => None,
         };
+        let policy = self.policy.validate()?;
         Ok(Config {
             spa,
+            policy,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,

@@ -186,6 +186,52 @@ fn set_at(at: &mut serde_json::Value, segments: &[&str], value: serde_json::Valu
     }
 }
 
+/// Whether a module belongs to Umbra's own packages (`umbra.authz` and
+/// anything under `umbra.`): the modules the gateways decide with. Reads
+/// the `package` line, the first statement of every Rego module.
+pub fn is_umbra_module(raw: &str) -> bool {
+    raw.lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.strip_prefix("package"))
+        .is_some_and(|rest| {
+            if !rest.starts_with(char::is_whitespace) {
+                return false;
+            }
+            let name = rest.trim();
+            name == "umbra" || name.starts_with("umbra.")
+        })
+}
+
+/// The policy a gateway is sent: the native file, and the stored Rego
+/// modules with their data when Umbra's own package is among them.
+pub fn gateway_bundle(
+    snapshot: &PolicySnapshot,
+    native: &str,
+) -> Result<umbra_proto::control::PolicyBundle, BuildError> {
+    let mut bundle = umbra_proto::control::PolicyBundle {
+        revision: snapshot.revision,
+        native: native.to_owned(),
+        ..Default::default()
+    };
+    if !snapshot.policies.iter().any(|p| is_umbra_module(&p.raw)) {
+        return Ok(bundle);
+    }
+    bundle.modules = snapshot
+        .policies
+        .iter()
+        .map(|p| (p.id.clone(), p.raw.clone()))
+        .collect();
+    let mut data = BTreeMap::new();
+    for d in &snapshot.data {
+        let value = serde_json::from_str(&d.document)
+            .map_err(|e| BuildError::Corrupt(format!("stored data at {:?}: {e}", d.path)))?;
+        data.insert(d.path.clone(), value);
+    }
+    bundle.data = merge(&data);
+    Ok(bundle)
+}
+
 impl Controller {
     /// Rebuilds the set in force if the store's revision moved. A set that
     /// does not build is logged and skipped; the one in force stays.
@@ -247,6 +293,38 @@ pub async fn watch(c: Arc<Controller>, poll: Duration) {
 mod tests {
     use super::*;
     use umbra_store::{PolicyDataRecord, PolicyRecord};
+
+    #[test]
+    fn umbra_modules_are_told_by_their_package() {
+        assert!(is_umbra_module("package umbra.authz\n"));
+        assert!(is_umbra_module(
+            "# Umbra's decision\n\n  package umbra.authz.lib # helpers\n"
+        ));
+        assert!(is_umbra_module("package umbra"));
+        assert!(!is_umbra_module("package umbrella.authz"));
+        assert!(!is_umbra_module("package authz\n# package umbra.authz"));
+        assert!(!is_umbra_module("import rego.v1\npackage umbra.authz"));
+        assert!(!is_umbra_module(""));
+    }
+
+    #[test]
+    fn gateways_get_rego_only_with_umbras_package() {
+        let apps = snapshot(&[("app", "package app\nallow := true")], &[("x", "1")]);
+        let b = gateway_bundle(&apps, "").expect("bundle");
+        assert!(b.modules.is_empty());
+        assert_eq!(b.data, serde_json::Value::Null);
+        let ours = snapshot(
+            &[
+                ("app", "package app\nallow := true"),
+                ("umbra", "package umbra.authz\ndecision := {}"),
+            ],
+            &[("a/b", "{\"c\": 1}")],
+        );
+        let b = gateway_bundle(&ours, "[[rule]]").expect("bundle");
+        assert_eq!(b.modules.len(), 2, "its imports may be anywhere");
+        assert_eq!(b.data, serde_json::json!({"a": {"b": {"c": 1}}}));
+        assert_eq!(b.native, "[[rule]]");
+    }
 
     fn snapshot(modules: &[(&str, &str)], data: &[(&str, &str)]) -> PolicySnapshot {
         PolicySnapshot {

@@ -86,6 +86,26 @@ pub async fn devices_for(
         .collect())
 }
 
+/// Announces an approved device to the gateways: it may knock, and here is
+/// its posture (the policy's compliance checks need it from the start).
+pub async fn publish_approval(
+    c: &Controller,
+    device_id: &str,
+    user: &str,
+    groups: &[String],
+    posture: Option<umbra_proto::PostureReport>,
+) -> Result<(), crate::error::Failure> {
+    c.publish(&approved_event(device_id, user, groups)).await?;
+    if let Some(posture) = posture {
+        c.publish(&Event::PostureChanged {
+            device: device_id.to_owned(),
+            posture,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// The event announcing that `device_id` may knock.
 pub fn approved_event(device_id: &str, user: &str, groups: &[String]) -> Event {
     Event::DeviceApproved {

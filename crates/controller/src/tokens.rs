@@ -284,6 +284,7 @@ mod tests {
 
     fn claims(exp: i64) -> SessionClaims {
         SessionClaims {
+            mfa_at: None,
             iss: "umbra".into(),
             sub: "alice".into(),
             sid: "s1".into(),

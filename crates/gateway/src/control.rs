@@ -204,6 +204,11 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
                 Event::GatewayRevoked { name } if name == gw.name() => {
                     return Some(End::Revoked);
                 }
+                // The new policy comes with a snapshot (unless the last
+                // one already carried it).
+                Event::PolicyChanged { revision } if gw.view.read().policy.revision < *revision => {
+                    return Some(End::Resync(format!("policy revision {revision}")));
+                }
                 _ => {}
             }
         }

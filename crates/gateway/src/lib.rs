@@ -10,7 +10,9 @@
 //! - [`config`]: TOML config, two-phase parse and validation.
 //! - [`identity`]: enrollment, the gateway certificate, the assertion key.
 //! - [`control`]: registration and the control channel (resume or resync).
-//! - [`view`]: the replica: deny lists, grants, token keys; fail closed.
+//! - [`view`]: the replica: deny lists, grants, policy, postures, token
+//!   keys; fail closed.
+//! - [`policy`]: the decision point built from the controller's policy.
 //! - [`authn`]: client-certificate admission and session-token checks.
 //! - [`proxy`]: routing, authorization, header hygiene, forwarding.
 //! - [`path`], [`headers`]: path normalization and header sanitizing.
@@ -31,6 +33,7 @@ pub mod headers;
 pub mod identity;
 /// Path normalization is the policy crate's, so rules and the proxy agree.
 pub use umbra_policy::path;
+pub mod policy;
 pub mod proxy;
 pub mod renew;
 pub mod server;

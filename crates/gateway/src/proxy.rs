@@ -23,11 +23,11 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use umbra_pki::PeerCertificate;
-use umbra_policy::access::{AccessRequest, Authorizer};
 use umbra_proto::control::GatewayAuditRecord;
 use umbra_proto::{ApiError, ErrorBody, ErrorCode};
 
 use crate::config::Route;
+use crate::policy::{Ask, STEP_UP_CHALLENGE, STEP_UP_MESSAGE, Target, explain};
 use crate::{Gateway, headers, path};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -286,20 +286,40 @@ pub async fn handle(
     audit.resource = format!("service:{} {} {normalized}", route.service, req.method());
     let decision = {
         let view = gw.view.read();
-        view.grants.decide(&AccessRequest {
-            user: &claims.sub,
-            groups: &claims.groups,
-            device: &claims.device,
-            service: &route.service,
-            method: req.method().as_str(),
-            path: &normalized,
-            risk: claims.risk,
-        })
+        view.policy.decide(
+            &Ask {
+                claims: &claims,
+                spiffe_id: &conn.peer.spiffe_id,
+                service: &route.service,
+                method: Some(req.method().as_str()),
+                path: Some(&normalized),
+                port: None,
+                source: conn.addr.ip(),
+                now,
+            },
+            view.postures.get(&claims.device),
+        )
     };
-    if !decision.allow {
+    let explanation = explain(&decision);
+    if decision.needs_step_up() {
+        let mut resp = audit
+            .deny(
+                &format!("step_up_required: {explanation}"),
+                ErrorCode::StepUpRequired,
+                STEP_UP_MESSAGE,
+            )
+            .await;
+        // Machine-readable without reading the body (RFC 9470's style).
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(STEP_UP_CHALLENGE),
+        );
+        return resp;
+    }
+    if !decision.allowed() {
         // The same answer as for a service that does not exist.
         return audit
-            .deny(&decision.reason, ErrorCode::NotFound, "not found")
+            .deny(&explanation, ErrorCode::NotFound, "not found")
             .await;
     }
 
@@ -321,6 +341,13 @@ pub async fn handle(
     // An upgrade (WebSocket) keeps its two hop-by-hop headers for the
     // upstream; everything else hop-by-hop goes.
     let upgrade = upgrade_protocol(req.headers());
+    // What an upgraded connection is re-checked against while it lasts.
+    let target = upgrade.as_ref().map(|_| Target {
+        service: route.service.clone(),
+        method: Some(req.method().as_str().to_owned()),
+        path: Some(normalized.clone()),
+        port: None,
+    });
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let forged = headers::sanitize_request(req.headers_mut());
     if let Some(protocol) = &upgrade {
@@ -390,7 +417,7 @@ pub async fn handle(
     };
     *req.version_mut() = version;
 
-    let mut reason = decision.reason;
+    let mut reason = explanation;
     if forged > 0 {
         reason.push_str(&format!("; {forged} client identity header(s) stripped"));
     }
@@ -398,7 +425,7 @@ pub async fn handle(
     let req = req.map(|body| http_body_util::Limited::new(body, limit));
     match tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(req)).await {
         Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let Some(client_upgrade) = client_upgrade else {
+            let (Some(client_upgrade), Some(target)) = (client_upgrade, target) else {
                 // 101 to a request that asked for no upgrade: refuse it.
                 audit.record("allow", &format!("{reason}; unsolicited 101 from upstream"));
                 return refusal(
@@ -416,16 +443,11 @@ pub async fn handle(
                 else {
                     return;
                 };
-                let service = resource
-                    .strip_prefix("service:")
-                    .and_then(|r| r.split(' ').next())
-                    .unwrap_or_default()
-                    .to_owned();
                 let ended = crate::tunnel::relay_checked(
                     &gw2,
                     &conn2,
                     &claims,
-                    &service,
+                    &target,
                     hyper_util::rt::TokioIo::new(client),
                     hyper_util::rt::TokioIo::new(upstream),
                 )

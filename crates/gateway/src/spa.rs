@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use umbra_firewall::{Pinhole, Pinholes, Protocol};
-use umbra_policy::access::{AccessRequest, Authorizer};
 use umbra_proto::control::GatewayAuditRecord;
 use umbra_spa::Refusal;
 use umbra_spa::fwknop::{FwknopConfig, FwknopVerifier};
@@ -158,19 +157,10 @@ fn admit_native(
                 .services
                 .iter()
                 .filter(|s| gw.config.routes.iter().any(|r| &r.service == *s))
-                .filter(|s| {
-                    view.grants
-                        .decide(&AccessRequest {
-                            user: &entry.user,
-                            groups: &entry.groups,
-                            device: &device,
-                            service: s,
-                            method: "",
-                            path: "/",
-                            risk: 0,
-                        })
-                        .allow
-                })
+                // A knock carries no request: the coarse check (some
+                // allow rule names this user and service) opens the
+                // pinhole; every request through it is decided in full.
+                .filter(|s| view.policy.may_allow(&entry.user, &entry.groups, s))
                 .collect();
             if granted.is_empty() {
                 Err("no_requested_service_granted_here")

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use umbra_policy::access::{AccessRequest, Authorizer};
 use umbra_proto::ErrorCode;
 use umbra_proto::control::{
     GatewayAuditRecord, MAX_TUNNEL_FRAME, Protocol, TunnelOpen, TunnelReply,
@@ -25,6 +24,7 @@ use umbra_proto::control::{
 use umbra_proto::token::SessionClaims;
 
 use crate::Gateway;
+use crate::policy::{STEP_UP_MESSAGE, Target, explain};
 use crate::proxy::Conn;
 
 /// How long an agent has to send its opening line.
@@ -161,21 +161,38 @@ where
         .routes
         .iter()
         .find(|r| r.protocol == Protocol::Tcp && r.service == open.service);
-    let decision = route.map(|r| {
-        gw.view.read().grants.decide(&AccessRequest {
-            user: &claims.sub,
-            groups: &claims.groups,
-            device: &claims.device,
-            service: &r.service,
-            method: "TUNNEL",
-            path: "/",
-            risk: claims.risk,
-        })
+    let target = route.map(|r| Target {
+        service: r.service.clone(),
+        method: None,
+        path: None,
+        port: r.upstream.port_u16(),
     });
-    let (route, decision) = match (route, decision) {
-        (Some(r), Some(d)) if d.allow => (r, d),
-        (_, d) => {
-            let reason = d.map_or_else(|| "no_tcp_route".to_owned(), |d| d.reason);
+    let decision = target.as_ref().map(|t| {
+        let v = gw.view.read();
+        v.policy.decide(
+            &t.ask(&claims, &conn.peer.spiffe_id, conn.addr.ip(), gw.now()),
+            v.postures.get(&claims.device),
+        )
+    });
+    let (route, target, explanation) = match (route, target, decision) {
+        (Some(r), Some(t), Some(d)) if d.allowed() => (r, t, explain(&d)),
+        (_, _, Some(d)) if d.needs_step_up() => {
+            gw.audit
+                .record_durable(deny(
+                    &actor,
+                    &resource,
+                    &format!("step_up_required: {}", explain(&d)),
+                ))
+                .await;
+            let _ = reply(
+                &mut stream,
+                &refusal(ErrorCode::StepUpRequired, STEP_UP_MESSAGE),
+            )
+            .await;
+            return;
+        }
+        (_, _, d) => {
+            let reason = d.map_or_else(|| "no_tcp_route".to_owned(), |d| explain(&d));
             gw.audit
                 .record_durable(deny(&actor, &resource, &reason))
                 .await;
@@ -199,7 +216,7 @@ where
                 &actor,
                 &resource,
                 "allow",
-                &format!("{}; upstream unreachable", decision.reason),
+                &format!("{explanation}; upstream unreachable"),
             ));
             let _ = reply(
                 &mut stream,
@@ -229,9 +246,12 @@ where
         &actor,
         &resource,
         "allow",
-        &format!("{}; tunnel opened", decision.reason),
+        &format!("{explanation}; tunnel opened"),
     ));
-    relay(&gw, &conn, &claims, stream, upstream, &actor, &resource).await;
+    relay(
+        &gw, &conn, &claims, &target, stream, upstream, &actor, &resource,
+    )
+    .await;
 }
 
 /// How a relay ended.
@@ -240,18 +260,18 @@ pub enum Ended {
     Closed(u64, u64),
     Failed(std::io::Error),
     /// The session stopped being authorized; both sides were dropped.
-    Cut(&'static str),
+    Cut(String),
     Shutdown,
 }
 
 /// Relays `a` ⇄ `b` (backpressure and half-close from
-/// `copy_bidirectional`) while the session stays authorized for `service`,
+/// `copy_bidirectional`) while the session stays authorized for `target`,
 /// re-checked every [`RECHECK`].
 pub async fn relay_checked<A, B>(
     gw: &Gateway,
     conn: &Conn,
     claims: &SessionClaims,
-    service: &str,
+    target: &Target,
     mut a: A,
     mut b: B,
 ) -> Ended
@@ -270,7 +290,7 @@ where
             },
             () = gw.stop.cancelled() => return Ended::Shutdown,
             _ = tick.tick() => {
-                if let Err(why) = still_authorized(gw, conn, claims, service) {
+                if let Err(why) = still_authorized(gw, conn, claims, target) {
                     return Ended::Cut(why);
                 }
             }
@@ -279,10 +299,12 @@ where
 }
 
 /// Relays a tunnel and records how it ended.
+#[allow(clippy::too_many_arguments)]
 async fn relay<S>(
     gw: &Gateway,
     conn: &Conn,
     claims: &SessionClaims,
+    target: &Target,
     stream: S,
     upstream: TcpStream,
     actor: &str,
@@ -290,8 +312,7 @@ async fn relay<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let service = resource.strip_prefix("service:").unwrap_or(resource);
-    let (outcome, reason) = match relay_checked(gw, conn, claims, service, stream, upstream).await {
+    let (outcome, reason) = match relay_checked(gw, conn, claims, target, stream, upstream).await {
         Ended::Closed(up, down) => (
             "allow",
             format!("tunnel closed: {up} bytes up, {down} down"),
@@ -306,44 +327,42 @@ async fn relay<S>(
 
 /// Whether a live connection may go on: the gateway is in service and in
 /// touch with the controller, the session is unexpired and unrevoked, and
-/// the service is still granted.
+/// the policy still allows what the connection was opened for. A decision
+/// that now wants a step-up does not cut it: step-up is asked of new
+/// access, and this one was allowed when it began.
 pub fn still_authorized(
     gw: &Gateway,
     conn: &Conn,
     claims: &SessionClaims,
-    service: &str,
-) -> Result<(), &'static str> {
+    target: &Target,
+) -> Result<(), String> {
     if gw.revoked.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err("gateway_revoked");
+        return Err("gateway_revoked".into());
     }
     if !gw.view.is_fresh() {
-        return Err("gateway_state_stale");
+        return Err("gateway_state_stale".into());
     }
-    if claims.exp <= gw.now() {
-        return Err("session_expired");
+    let now = gw.now();
+    if claims.exp <= now {
+        return Err("session_expired".into());
     }
     let v = gw.view.read();
     if v.sessions.contains(&claims.sid) {
-        return Err("session_revoked");
+        return Err("session_revoked".into());
     }
     if v.users.contains(&claims.sub) {
-        return Err("user_suspended");
+        return Err("user_suspended".into());
     }
     if v.devices.contains(&claims.device) || v.certificates.contains(&conn.peer.serial) {
-        return Err("device_revoked");
+        return Err("device_revoked".into());
     }
-    let decision = v.grants.decide(&AccessRequest {
-        user: &claims.sub,
-        groups: &claims.groups,
-        device: &claims.device,
-        service,
-        method: "TUNNEL",
-        path: "/",
-        risk: claims.risk,
-    });
-    if decision.allow {
+    let decision = v.policy.decide(
+        &target.ask(claims, &conn.peer.spiffe_id, conn.addr.ip(), now),
+        v.postures.get(&claims.device),
+    );
+    if decision.allowed() || decision.needs_step_up() {
         Ok(())
     } else {
-        Err("grant_withdrawn")
+        Err(format!("policy_withdrawn: {}", explain(&decision)))
     }
 }

@@ -1,5 +1,5 @@
-//! The gateway's replica of what the controller knows: deny lists, grants
-//! and the session-token keys. Built from the control channel's snapshot
+//! The gateway's replica of what the controller knows: deny lists, grants,
+//! the policy, device postures and the session-token keys. Built from the control channel's snapshot
 //! and events, read on every request.
 //!
 //! Fail closed: until the first snapshot, and whenever nothing has been
@@ -7,15 +7,17 @@
 //! is stale and every request is refused. Events must arrive in sequence;
 //! a gap means something was missed, and the caller reconnects to resume.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 use umbra_pki::clock::Clock;
-use umbra_policy::access::AllowLists;
-use umbra_proto::control::{Event, Snapshot};
+use umbra_proto::PostureReport;
+use umbra_proto::control::{Event, Grant, Snapshot};
 use umbra_proto::token::SessionClaims;
+
+use crate::policy::GatewayPolicy;
 
 #[derive(Default)]
 pub struct Inner {
@@ -23,7 +25,12 @@ pub struct Inner {
     pub certificates: HashSet<String>,
     pub devices: HashSet<String>,
     pub users: HashSet<String>,
-    pub grants: AllowLists,
+    /// The admin API's grants by service (also in `policy`, as rules).
+    pub grants: BTreeMap<String, Grant>,
+    /// What every access is decided with.
+    pub policy: GatewayPolicy,
+    /// The last posture report of each approved device, by device id.
+    pub postures: HashMap<String, PostureReport>,
     pub keys: HashMap<String, DecodingKey>,
     /// The last event applied; `None` before the first snapshot.
     pub seq: Option<i64>,
@@ -142,12 +149,23 @@ impl View {
 
     pub fn apply_snapshot(&self, seq: i64, s: &Snapshot) {
         let r = &s.revocations;
+        let grants: BTreeMap<String, Grant> = s
+            .grants
+            .iter()
+            .map(|g| (g.service.clone(), g.clone()))
+            .collect();
         let next = Inner {
             sessions: r.sessions.iter().cloned().collect(),
             certificates: r.certificates.iter().cloned().collect(),
             devices: r.devices.iter().cloned().collect(),
             users: r.users.iter().cloned().collect(),
-            grants: AllowLists::new(&s.grants),
+            policy: GatewayPolicy::new(&s.policy, &grants),
+            grants,
+            postures: s
+                .postures
+                .iter()
+                .map(|p| (p.device.clone(), p.posture.clone()))
+                .collect(),
             keys: keys_from(&s.jwks),
             seq: Some(seq),
             contact: self.clock.now(),
@@ -180,8 +198,14 @@ impl View {
                 if let Ok(id) = uuid::Uuid::parse_str(device) {
                     g.spa.remove(&id);
                 }
+                g.postures.remove(device);
                 g.devices.insert(device.clone());
             }
+            Event::PostureChanged { device, posture } => {
+                g.postures.insert(device.clone(), posture.clone());
+            }
+            // The caller fetches a new snapshot, which carries the policy.
+            Event::PolicyChanged { .. } => {}
             Event::DeviceApproved {
                 device,
                 user,
@@ -199,10 +223,13 @@ impl View {
             Event::UserResumed { user } => {
                 g.users.remove(user);
             }
-            Event::GrantChanged { service, grant } => match grant {
-                Some(grant) => g.grants.set(grant),
-                None => g.grants.remove(service),
-            },
+            Event::GrantChanged { service, grant } => {
+                match grant {
+                    Some(grant) => g.grants.insert(service.clone(), grant.clone()),
+                    None => g.grants.remove(service),
+                };
+                g.policy = g.policy.with_grants(&g.grants);
+            }
             Event::KeysChanged { jwks } => {
                 g.keys = keys_from(jwks);
                 g.verified

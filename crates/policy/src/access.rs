@@ -1,152 +1,137 @@
-//! The access decision point.
+//! Grants — the admin API's per-service allow lists — as native rules.
 //!
-//! Every request the gateway proxies, and every service list the controller
-//! hands out at login, is decided by an [`Authorizer`]: it takes the facts
-//! about one request ([`AccessRequest`]) and returns a [`Decision`] with its
-//! reasons. Today's implementation is [`AllowLists`] (per-service lists of
-//! users and groups, set by the admin API); the Rego engine implements the
-//! same trait when the policy issue lands, so callers do not change.
-//!
-//! Default deny: a service without a grant, or a request that matches no
-//! entry, is refused.
-
-use std::collections::{HashMap, HashSet};
+//! `umbra admin service create NAME --allow-user U --allow-group G` says
+//! "U and members of G may reach NAME". The decision point reads each grant
+//! as an allow rule named `grant:NAME` at [`GRANT_PRIORITY`], after the
+//! native policy file's rules: a file rule with a lower number (a deny, or
+//! an allow with conditions such as a compliance level) is tried first, and
+//! a grant only lets through what no earlier rule decided. Default deny
+//! stays: a service without a grant or a rule is refused.
 
 use umbra_proto::control::Grant;
 
-/// The facts about one access, as the gateway knows them after it has
-/// authenticated the device and the session.
-#[derive(Clone, Copy, Debug)]
-pub struct AccessRequest<'a> {
-    pub user: &'a str,
-    pub groups: &'a [String],
-    pub device: &'a str,
-    pub service: &'a str,
-    pub method: &'a str,
-    /// Normalized path.
-    pub path: &'a str,
-    pub risk: u8,
-}
+use crate::rules::{Effect, Names, PolicyConfig, Rule, Subjects};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub allow: bool,
-    /// Why, for the audit trail (never for the peer).
-    pub reason: String,
-}
+/// Where grants sit among the rules (lower numbers are tried first).
+pub const GRANT_PRIORITY: i64 = 1_000_000;
 
-impl Decision {
-    fn deny(reason: impl Into<String>) -> Self {
-        Self {
-            allow: false,
-            reason: reason.into(),
-        }
+/// The allow rule a grant stands for. Names are exact: a `*` in a grant is
+/// a user called `*`, not a wildcard.
+pub fn grant_rule(g: &Grant) -> Rule {
+    Rule {
+        name: format!("grant:{}", g.service),
+        priority: GRANT_PRIORITY,
+        effect: Effect::Allow,
+        subjects: Subjects::Users {
+            users: Some(Names::List(g.allow_users.clone())),
+            groups: g.allow_groups.clone(),
+            spiffe_ids: Vec::new(),
+        },
+        services: Names::List(vec![g.service.clone()]),
+        methods: None,
+        paths: None,
+        ports: None,
+        device_compliance: None,
+        max_risk: None,
+        max_mfa_age_seconds: None,
+        time_windows: None,
+        source_networks: None,
     }
 }
 
-pub trait Authorizer: Send + Sync {
-    fn decide(&self, request: &AccessRequest<'_>) -> Decision;
-}
-
-#[derive(Debug, Default)]
-struct Entry {
-    users: HashSet<String>,
-    groups: HashSet<String>,
-}
-
-/// Per-service allow lists of users and groups.
-#[derive(Debug, Default)]
-pub struct AllowLists {
-    services: HashMap<String, Entry>,
-}
-
-impl AllowLists {
-    pub fn new(grants: &[Grant]) -> Self {
-        let mut lists = Self::default();
-        for g in grants {
-            lists.set(g);
-        }
-        lists
-    }
-
-    pub fn set(&mut self, grant: &Grant) {
-        self.services.insert(
-            grant.service.clone(),
-            Entry {
-                users: grant.allow_users.iter().cloned().collect(),
-                groups: grant.allow_groups.iter().cloned().collect(),
-            },
-        );
-    }
-
-    pub fn remove(&mut self, service: &str) {
-        self.services.remove(service);
-    }
-}
-
-impl Authorizer for AllowLists {
-    fn decide(&self, r: &AccessRequest<'_>) -> Decision {
-        let Some(entry) = self.services.get(r.service) else {
-            return Decision::deny(format!("no grant for service {}", r.service));
-        };
-        if entry.users.contains(r.user) {
-            return Decision {
-                allow: true,
-                reason: format!("user {} is allowed {}", r.user, r.service),
-            };
-        }
-        if let Some(g) = r.groups.iter().find(|g| entry.groups.contains(*g)) {
-            return Decision {
-                allow: true,
-                reason: format!("group {g} is allowed {}", r.service),
-            };
-        }
-        Decision::deny(format!("{} is not granted {}", r.user, r.service))
-    }
+/// `config` with `grants` added as rules.
+pub fn with_grants<'a>(
+    config: &PolicyConfig,
+    grants: impl IntoIterator<Item = &'a Grant>,
+) -> PolicyConfig {
+    let mut out = config.clone();
+    out.rules.extend(grants.into_iter().map(grant_rule));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::{Context, DecisionInput, DecisionPoint, Outcome, Request, Subject};
 
-    fn request<'a>(user: &'a str, groups: &'a [String], service: &'a str) -> AccessRequest<'a> {
-        AccessRequest {
-            user,
-            groups,
-            device: "d1",
-            service,
-            method: "GET",
-            path: "/",
-            risk: 0,
+    fn input(user: &str, groups: &[&str], service: &str) -> DecisionInput {
+        DecisionInput {
+            subject: Subject {
+                user: Some(user.into()),
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                ..Subject::default()
+            },
+            request: Request {
+                service: service.into(),
+                method: Some("GET".into()),
+                path: Some("/".into()),
+                ..Request::default()
+            },
+            context: Context {
+                now_s: 1_700_000_000,
+                mfa_age_s: Some(0),
+                ..Context::default()
+            },
+            ..DecisionInput::default()
+        }
+    }
+
+    fn billing() -> Grant {
+        Grant {
+            service: "billing".into(),
+            allow_users: vec!["alice".into()],
+            allow_groups: vec!["finance".into()],
         }
     }
 
     #[test]
     fn users_and_groups_are_granted_and_everything_else_denied() {
-        let lists = AllowLists::new(&[Grant {
-            service: "billing".into(),
-            allow_users: vec!["alice".into()],
-            allow_groups: vec!["finance".into()],
-        }]);
-        let none: Vec<String> = vec![];
-        let finance = vec!["eng".to_owned(), "finance".to_owned()];
-        assert!(lists.decide(&request("alice", &none, "billing")).allow);
-        assert!(lists.decide(&request("bob", &finance, "billing")).allow);
-        assert!(!lists.decide(&request("bob", &none, "billing")).allow);
-        assert!(!lists.decide(&request("alice", &none, "payroll")).allow);
-        // Names are exact: no prefix or case games.
-        assert!(!lists.decide(&request("Alice", &none, "billing")).allow);
-        assert!(!lists.decide(&request("alice2", &none, "billing")).allow);
+        let point = DecisionPoint::new(with_grants(&PolicyConfig::default(), [&billing()]));
+        let decide = |u, g: &[&str], s| point.decide(&input(u, g, s));
+        let d = decide("alice", &[], "billing");
+        assert_eq!(d.outcome, Outcome::Allow);
+        assert_eq!(d.matched_rule.as_deref(), Some("grant:billing"));
+        assert!(decide("bob", &["eng", "finance"], "billing").allowed());
+        assert!(!decide("bob", &[], "billing").allowed());
+        assert!(!decide("alice", &[], "payroll").allowed());
+        // Names are exact: no prefix, case or wildcard games.
+        assert!(!decide("Alice", &[], "billing").allowed());
+        assert!(!decide("alice2", &[], "billing").allowed());
+        let star = Grant {
+            service: "s".into(),
+            allow_users: vec!["*".into()],
+            allow_groups: vec![],
+        };
+        let point = DecisionPoint::new(with_grants(&PolicyConfig::default(), [&star]));
+        assert!(!point.decide(&input("mallory", &[], "s")).allowed());
+        assert!(point.may_allow("*", &[], "s"));
+        assert!(!point.may_allow("mallory", &[], "s"));
     }
 
     #[test]
-    fn removing_a_grant_denies() {
-        let mut lists = AllowLists::new(&[Grant {
-            service: "s".into(),
-            allow_users: vec!["u".into()],
-            allow_groups: vec![],
-        }]);
-        lists.remove("s");
-        assert!(!lists.decide(&request("u", &[], "s")).allow);
+    fn a_file_rule_before_the_grants_decides_first() {
+        let file = PolicyConfig::from_toml(
+            r#"
+            [[rule]]
+            name = "no-billing-at-night"
+            priority = 10
+            effect = "deny"
+            groups = ["finance"]
+            services = ["billing"]
+            source_networks = ["10.0.0.0/8"]
+            "#,
+        )
+        .expect("policy");
+        let point = DecisionPoint::new(with_grants(&file, [&billing()]));
+        let mut from_vpn = input("bob", &["finance"], "billing");
+        from_vpn.context.source_address = Some("10.1.2.3".parse().expect("ip"));
+        let d = point.decide(&from_vpn);
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.matched_rule.as_deref(), Some("no-billing-at-night"));
+        let mut elsewhere = from_vpn;
+        elsewhere.context.source_address = Some("192.0.2.1".parse().expect("ip"));
+        assert!(point.decide(&elsewhere).allowed());
+        // The deny rule is conditional, so the grant still says "may".
+        assert!(point.may_allow("bob", &["finance".into()], "billing"));
     }
 }

@@ -349,6 +349,14 @@ impl DecisionPoint {
         Self { config, rego: None }
     }
 
+    /// The coarse check ([`crate::rules::RuleSet::may_allow`]) for what
+    /// comes before a request. With Rego deciding alone, only Rego can say,
+    /// and it says so on each request: the answer here is yes.
+    pub fn may_allow(&self, user: &str, groups: &[String], service: &str) -> bool {
+        self.rego.as_ref().is_some_and(|r| r.exclusive)
+            || self.config.rules.may_allow(user, groups, service)
+    }
+
     /// Decides one access. Never fails: errors are denials that say so.
     pub fn decide(&self, input: &DecisionInput) -> Decision {
         let mut v = Verdict {

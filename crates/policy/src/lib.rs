@@ -9,7 +9,7 @@
 //!
 //! Layout:
 //! - [`risk`]: the 0–100 scale, its bands and the login score.
-//! - [`access`]: the per-service allow lists the gateway asks today.
+//! - [`access`]: the admin API's grants, read as native rules.
 //! - [`path`]: request path normalization and whole-segment prefixes.
 //! - [`rego`]: Rego (OPA-compatible) on regorus: policy sets compiled once,
 //!   evaluated many times, switched atomically.

@@ -213,6 +213,24 @@ pub struct LoginRequest {
     pub recovery_code: Option<String>,
 }
 
+/// `POST /api/v1/auth/step-up`, over mTLS with the session's token: a
+/// fresh TOTP code moves the session's MFA time to now and returns a new
+/// token saying so (same session, same expiry).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpRequest {
+    pub totp: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepUpResponse {
+    pub session_id: String,
+    pub token: String,
+    pub expires_at: String,
+    /// RFC 3339: the MFA time the new token carries.
+    pub mfa_at: String,
+}
+
 /// New one-time recovery codes, shown once; the previous set stops working.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {

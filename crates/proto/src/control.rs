@@ -118,7 +118,8 @@ pub struct GatewayRegisterResponse {
     pub token_issuer: String,
 }
 
-/// Who may reach a service (until the policy engine replaces allow lists).
+/// Who may reach a service: the admin API's per-service allow list. The
+/// policy engine reads each as an allow rule (`umbra_policy::access`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     pub service: String,
@@ -146,6 +147,38 @@ pub struct Snapshot {
     /// The approved devices and their SPA keys for this very gateway.
     #[serde(default)]
     pub spa_devices: Vec<SpaDevice>,
+    /// The policy the gateway decides with, besides the grants.
+    #[serde(default)]
+    pub policy: PolicyBundle,
+    /// The last posture report of each approved device, for the
+    /// compliance checks of the policy.
+    #[serde(default)]
+    pub postures: Vec<DevicePosture>,
+}
+
+/// What a gateway needs to build the controller's decision point.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyBundle {
+    /// The store's policy revision the Rego part reflects.
+    pub revision: i64,
+    /// The controller's native policy file (TOML); empty when it has none.
+    #[serde(default)]
+    pub native: String,
+    /// The Rego modules by id, when one of them is Umbra's own package
+    /// (`umbra.authz`); empty otherwise: the other modules are for the
+    /// OPA Data API's clients, not for the gateway.
+    #[serde(default)]
+    pub modules: std::collections::BTreeMap<String, String>,
+    /// The Rego data document (`data`), with the modules.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// A device's last posture report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DevicePosture {
+    pub device: String,
+    pub posture: crate::PostureReport,
 }
 
 /// A device that may knock at a gateway: who it belongs to (to check the
@@ -194,6 +227,16 @@ pub enum Event {
     GatewayRevoked {
         name: String,
     },
+    /// The Rego policy in the store changed (the native policy is the
+    /// controller's configuration): the gateway fetches a new snapshot.
+    PolicyChanged {
+        revision: i64,
+    },
+    /// A device sent a posture report that differs from the last one.
+    PostureChanged {
+        device: String,
+        posture: crate::PostureReport,
+    },
     /// A device was approved: it may knock (SPA) from now on.
     DeviceApproved {
         device: String,
@@ -218,6 +261,8 @@ impl Event {
             Self::KeysChanged { .. } => "keys_changed",
             Self::GatewayRevoked { .. } => "gateway_revoked",
             Self::DeviceApproved { .. } => "device_approved",
+            Self::PolicyChanged { .. } => "policy_changed",
+            Self::PostureChanged { .. } => "posture_changed",
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     ClientCertificateRequired,
     /// Authenticated, but not allowed to do this.
     Forbidden,
+    /// Allowed once the user passes MFA again (`umbra agent step-up`): the
+    /// policy asks for a fresher MFA than the session has.
+    StepUpRequired,
     /// The resource does not exist (or the caller may not know it does).
     NotFound,
     /// The resource already exists or is in a state that forbids the change.
@@ -50,6 +53,7 @@ impl ErrorCode {
             Self::AuthenticationFailed => "authentication_failed",
             Self::ClientCertificateRequired => "client_certificate_required",
             Self::Forbidden => "forbidden",
+            Self::StepUpRequired => "step_up_required",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::EnrollmentRefused => "enrollment_refused",
@@ -65,7 +69,9 @@ impl ErrorCode {
     pub const fn http_status(self) -> u16 {
         match self {
             Self::MalformedJson | Self::InvalidRequest | Self::InvalidCsr => 400,
-            Self::AuthenticationFailed | Self::ClientCertificateRequired => 401,
+            Self::AuthenticationFailed | Self::ClientCertificateRequired | Self::StepUpRequired => {
+                401
+            }
             Self::Forbidden | Self::EnrollmentRefused => 403,
             Self::NotFound => 404,
             Self::Conflict => 409,
@@ -115,13 +121,14 @@ impl std::error::Error for ApiError {}
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
         ErrorCode::InvalidRequest,
         ErrorCode::AuthenticationFailed,
         ErrorCode::ClientCertificateRequired,
         ErrorCode::Forbidden,
+        ErrorCode::StepUpRequired,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::EnrollmentRefused,

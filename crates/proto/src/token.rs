@@ -25,6 +25,11 @@ pub struct SessionClaims {
     pub nbf: i64,
     pub exp: i64,
     pub cnf: Confirmation,
+    /// When the subject last passed MFA (login or step-up), Unix seconds:
+    /// policies compare its age with what a service asks. Absent in tokens
+    /// of older controllers, which counts as no MFA known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_at: Option<i64>,
 }
 
 /// What a gateway asserts to an upstream about the request it forwards.

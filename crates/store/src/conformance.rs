@@ -89,6 +89,7 @@ fn session(id: &str, u: &UserRecord, dev: &str, serial: &str) -> SessionRecord {
         expires_at: NOW + 3600,
         revoked_at: None,
         revoked_reason: None,
+        mfa_at: Some(NOW),
     }
 }
 
@@ -225,6 +226,68 @@ pub async fn enrollment_tokens_are_single_use_and_atomic(store: &dyn Store) {
         "token must not be consumed by a failed enrollment"
     );
     assert_eq!(store.list_devices().await.expect("list").len(), 1);
+}
+
+pub async fn session_mfa_moves_forward_on_live_sessions_only(store: &dyn Store) {
+    let (u, dev, serial) = enrolled(store, "mia").await;
+    store
+        .open_session(&session("sess-m", &u, &dev, &serial))
+        .await
+        .expect("open");
+    let mfa = |s: Option<SessionRecord>| s.expect("exists").mfa_at;
+    assert_eq!(mfa(store.session("sess-m").await.expect("read")), Some(NOW));
+    assert!(
+        store
+            .record_session_mfa("sess-m", NOW + 60)
+            .await
+            .expect("step up")
+    );
+    assert_eq!(
+        mfa(store.session("sess-m").await.expect("read")),
+        Some(NOW + 60)
+    );
+    // A late, older step-up does not age it; the session is still live.
+    assert!(
+        store
+            .record_session_mfa("sess-m", NOW + 30)
+            .await
+            .expect("late")
+    );
+    assert_eq!(
+        mfa(store.session("sess-m").await.expect("read")),
+        Some(NOW + 60)
+    );
+    assert!(
+        !store
+            .record_session_mfa("nope", NOW + 61)
+            .await
+            .expect("unknown"),
+        "no such session"
+    );
+    assert!(
+        !store
+            .record_session_mfa("sess-m", NOW + 3600)
+            .await
+            .expect("expired"),
+        "an expired session takes no step-up"
+    );
+    assert!(
+        store
+            .revoke_session("sess-m", NOW + 70, "test")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .record_session_mfa("sess-m", NOW + 80)
+            .await
+            .expect("revoked"),
+        "a revoked session takes no step-up"
+    );
+    assert_eq!(
+        mfa(store.session("sess-m").await.expect("read")),
+        Some(NOW + 60)
+    );
 }
 
 pub async fn revocation_cascades(store: &dyn Store) {
@@ -791,6 +854,7 @@ pub async fn revocations_list_what_still_matters(store: &dyn Store) {
         expires_at,
         revoked_at: None,
         revoked_reason: None,
+        mfa_at: None,
     };
     store
         .open_session(&session("s-live", NOW + 600))
@@ -912,7 +976,8 @@ macro_rules! suite {
             signing_keys_rotate_with_a_retirement_date, services_and_gateways,
             audit_batches_append_together, rate_limit_buckets_refill_and_are_shared,
             events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters,
-            policies_and_data_move_the_revision);
+            policies_and_data_move_the_revision,
+            session_mfa_moves_forward_on_live_sessions_only);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

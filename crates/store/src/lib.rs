@@ -142,6 +142,10 @@ pub trait Store: Send + Sync + 'static {
     /// Sessions not revoked and not expired at `now`, or all when `now` is None.
     async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>>;
     async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool>;
+    /// Records that the session's subject passed MFA at `at` (a step-up).
+    /// False when the session is revoked or expired. Never moves the time
+    /// backwards.
+    async fn record_session_mfa(&self, id: &str, at: i64) -> Result<bool>;
 
     // ---- admin credentials --------------------------------------------------
     async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<()>;

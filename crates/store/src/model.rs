@@ -119,6 +119,8 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
+    /// When the subject last passed MFA (login or step-up), Unix seconds.
+    pub mfa_at: Option<i64>,
 }
 
 impl SessionRecord {

@@ -173,6 +173,7 @@ fn session_row(row: &$row) -> Result<SessionRecord> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         revoked_reason: row.try_get("revoked_reason")?,
+        mfa_at: row.try_get("mfa_at")?,
     })
 }
 
@@ -708,8 +709,8 @@ impl Store for $store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, device_id, cert_serial, source_ip, risk, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sessions (id, user_id, device_id, cert_serial, source_ip, risk, created_at, expires_at, mfa_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.id)
         .bind(&s.user_id)
@@ -719,10 +720,37 @@ impl Store for $store {
         .bind(i64::from(s.risk))
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(s.mfa_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_session_mfa(&self, id: &str, at: i64) -> Result<bool> {
+        // Only a live session, and never backwards (a slow step-up that
+        // lands after a newer one must not age the session's MFA).
+        let done = sqlx::query(
+            "UPDATE sessions SET mfa_at = $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+             AND (mfa_at IS NULL OR mfa_at < $1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Unchanged because it already says `at` or later: still live?
+        let live = sqlx::query(
+            "SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(live.is_some())
     }
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {

@@ -45,6 +45,12 @@ enum AgentCommand {
         #[arg(long, conflicts_with = "totp")]
         recovery_code: Option<String>,
     },
+    /// Pass MFA again for the live session (TOTP prompted unless given),
+    /// when a gateway answers `step_up_required`.
+    StepUp {
+        #[arg(long)]
+        totp: Option<String>,
+    },
     /// End the session (the gateways drop it at once).
     Logout,
     /// The device, its certificate and the session.
@@ -243,6 +249,25 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             for svc in &s.services {
                 println!("  service {:<20} via {}", svc.name, svc.gateway_url);
             }
+            Ok(())
+        }
+        AgentCommand::StepUp { totp } => {
+            let totp = match totp {
+                Some(t) => Zeroizing::new(t),
+                None => Zeroizing::new(
+                    rpassword::prompt_password("TOTP code: ").context("reading the TOTP code")?,
+                ),
+            };
+            let s = umbra_agent::controller::step_up(&dir, &totp).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "session_id": s.session_id, "mfa_at": s.mfa_at, "expires_at": s.expires_at,
+                }));
+            }
+            println!(
+                "MFA renewed at {} for session {} (until {})",
+                s.mfa_at, s.session_id, s.expires_at
+            );
             Ok(())
         }
         AgentCommand::Logout => {

@@ -44,6 +44,20 @@ const GATEWAY: &str = "dev";
 const DEMO_USER: &str = "demo";
 const ADMIN_USER: &str = "admin";
 
+/// The native policy `umbra dev` starts with (`policy.toml` in its
+/// directory): device compliance checked on every request but only
+/// reported, so the demo runs on any machine and the audit trail shows what
+/// a deployment would refuse.
+const DEV_POLICY: &str = "\
+# umbra dev's native policy (docs/policy.md); edit it and restart umbra dev.
+# Access comes from the grants (umbra admin service ...). Every request is
+# checked against the `standard` compliance policy, in report-only mode:
+# findings go to the audit trail (\"report-only: ...\"), nothing is denied.
+[compliance]
+required = \"standard\"
+report_only = true
+";
+
 fn write_private(path: &Path, text: &str) -> Result<()> {
     umbra_controller::state::write_private(path, text).map_err(Into::into)
 }
@@ -63,9 +77,18 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
 
+    // Kept across runs, so a developer's edits stay.
+    let policy_path = dir.join("policy.toml");
+    if !policy_path.exists() {
+        std::fs::write(&policy_path, DEV_POLICY)
+            .with_context(|| format!("writing {}", policy_path.display()))?;
+    }
     let mut raw = RawConfig {
         data_dir: Some(dir.clone()),
         kek_file: Some(kek_path),
+        policy: umbra_controller::config::RawPolicy {
+            file: Some(policy_path),
+        },
         ..RawConfig::default()
     };
     raw.listen = Some(args.listen.to_string());

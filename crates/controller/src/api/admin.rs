@@ -470,11 +470,13 @@ pub async fn device_action(
             .await?
             .map(|u| u.groups)
             .unwrap_or_default();
-        c.publish(&crate::spa::approved_event(
+        crate::spa::publish_approval(
+            &c,
             &device.id,
             &device.user_name,
             &groups,
-        ))
+            serde_json::from_str(&device.posture).ok(),
+        )
         .await?;
     }
     admin

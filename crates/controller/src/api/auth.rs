@@ -14,9 +14,11 @@ use axum::Json;
 use axum::extract::State;
 use umbra_pki::PeerCertificate;
 use umbra_policy::risk::{LoginSignals, RiskBands, login_risk};
-use umbra_proto::api::{DeviceStatus, LoginRequest, LoginResponse, Session, UserStatus};
+use umbra_proto::api::{
+    DeviceStatus, LoginRequest, LoginResponse, Session, StepUpRequest, StepUpResponse, UserStatus,
+};
 use umbra_proto::{ErrorCode, PostureReport};
-use umbra_store::{Outcome, SessionRecord};
+use umbra_store::{Outcome, SessionRecord, UserRecord};
 use zeroize::Zeroizing;
 
 use super::ApiJson;
@@ -197,42 +199,10 @@ async fn login_inner(
             _ => Some("bad_recovery_code"),
         }
     } else {
-        let secret = c
-            .config
-            .kek
-            .open(&format!("totp:{}", user.id), &user.sealed_totp_secret)
-            .map_err(|e| {
-                tracing::error!(error = %e, user = %user.name, "TOTP secret does not unseal");
-                Failure::internal()
-            })?;
-        match totp::verify(&secret, req.totp.as_deref().unwrap_or_default().trim(), now) {
-            None => Some("bad_totp"),
-            Some(step) if c.store.consume_totp_step(&user.id, step).await? => None,
-            Some(_) => Some("totp_replayed"),
-        }
+        check_totp(c, &user, req.totp.as_deref().unwrap_or_default(), now).await?
     };
     if let Some(reason) = failure {
-        let state = c
-            .store
-            .record_login_failure(
-                &user.id,
-                now,
-                c.config.lockout_threshold,
-                c.config.lockout_secs,
-            )
-            .await?;
-        let reason = match state.locked_until {
-            Some(_) if state.failed_logins >= c.config.lockout_threshold => {
-                format!(
-                    "{reason}; account locked after {} failures",
-                    state.failed_logins
-                )
-            }
-            _ => format!(
-                "{reason}; failure {} of {}",
-                state.failed_logins, c.config.lockout_threshold
-            ),
-        };
+        let reason = record_failure(c, &user, reason, now).await?;
         return Err(LoginError::Deny(deny(reason, resource)));
     }
 
@@ -270,6 +240,8 @@ async fn login_inner(
         expires_at: now + lifetime,
         revoked_at: None,
         revoked_reason: None,
+        // Every login passes a second factor (TOTP or a recovery code).
+        mfa_at: Some(now),
     };
     let claims = SessionClaims {
         iss: c.signer.issuer().to_owned(),
@@ -284,6 +256,7 @@ async fn login_inner(
         cnf: Confirmation {
             x5t_s256: peer.thumbprint.clone(),
         },
+        mfa_at: session.mfa_at,
     };
     let token = c.signer.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "token signing failed");
@@ -324,6 +297,155 @@ async fn login_inner(
         services,
         groups: user.groups,
         device_id: device.id,
+    }))
+}
+
+/// Checks a TOTP code against the user's secret and consumes its time step
+/// (single use across controllers). `Some(reason)` when it fails.
+async fn check_totp(
+    c: &Controller,
+    user: &UserRecord,
+    code: &str,
+    now: i64,
+) -> Result<Option<&'static str>, Failure> {
+    let secret = c
+        .config
+        .kek
+        .open(&format!("totp:{}", user.id), &user.sealed_totp_secret)
+        .map_err(|e| {
+            tracing::error!(error = %e, user = %user.name, "TOTP secret does not unseal");
+            Failure::internal()
+        })?;
+    Ok(match totp::verify(&secret, code.trim(), now) {
+        None => Some("bad_totp"),
+        Some(step) if c.store.consume_totp_step(&user.id, step).await? => None,
+        Some(_) => Some("totp_replayed"),
+    })
+}
+
+/// Counts a failed second factor towards the lockout; the reason to audit.
+async fn record_failure(
+    c: &Controller,
+    user: &UserRecord,
+    reason: &str,
+    now: i64,
+) -> Result<String, Failure> {
+    let state = c
+        .store
+        .record_login_failure(
+            &user.id,
+            now,
+            c.config.lockout_threshold,
+            c.config.lockout_secs,
+        )
+        .await?;
+    Ok(match state.locked_until {
+        Some(_) if state.failed_logins >= c.config.lockout_threshold => {
+            format!(
+                "{reason}; account locked after {} failures",
+                state.failed_logins
+            )
+        }
+        _ => format!(
+            "{reason}; failure {} of {}",
+            state.failed_logins, c.config.lockout_threshold
+        ),
+    })
+}
+
+/// Step-up MFA: the live session's owner passes a fresh TOTP code, the
+/// session's MFA time moves to now, and a new token says so. The gateway
+/// asks for this (`step_up_required`) when a policy wants a fresher MFA
+/// than the token carries. Failures count towards the lockout like failed
+/// logins (a stolen session must not become a TOTP-guessing oracle), and a
+/// locked account cannot step up.
+#[utoipa::path(post, path = "/api/v1/auth/step-up", tag = "sessions", request_body = StepUpRequest, security(("mtls" = [], "bearer" = [])), responses((status = 200, description = "A new token for the same session, with a fresh MFA time", body = StepUpResponse), ApiErrors))]
+pub async fn step_up(
+    State(c): State<Arc<Controller>>,
+    ctx: RequestContext,
+    ApiJson(req): ApiJson<StepUpRequest>,
+) -> ApiResult<Json<StepUpResponse>> {
+    const ACTION: &str = "auth.step_up";
+    let v = match verify_session(&c, &ctx).await {
+        Ok(v) => v,
+        Err(reason) => return Err(refuse(&c, &ctx, ACTION, reason).await),
+    };
+    let actor = format!("user:{}", v.user.name);
+    let resource = format!("session:{}", v.session.id);
+    let now = c.now();
+    let (cr, ar, rr, xr) = (&c, &actor, &resource, &ctx);
+    let denied = |reason: String| async move {
+        cr.audit_event(
+            ar,
+            Some(xr.ip),
+            ACTION,
+            rr,
+            Outcome::Deny,
+            &reason,
+            &xr.request_id,
+        )
+        .await
+        .ok();
+        Failure::auth()
+    };
+    if c.admit_attempt(ctx.ip).await.is_err() {
+        let _ = denied("rate_limited".into()).await;
+        let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");
+        f.retry_after = Some(60 / u64::from(c.config.login_rate_per_minute.max(1)) + 1);
+        return Err(f);
+    }
+    if v.user.is_locked(now) {
+        return Err(denied("account_locked".into()).await);
+    }
+    if req.totp.len() > 16 {
+        return Err(denied("input_too_long".into()).await);
+    }
+    if let Some(reason) = check_totp(&c, &v.user, &req.totp, now).await? {
+        let reason = record_failure(&c, &v.user, reason, now).await?;
+        return Err(denied(reason).await);
+    }
+    // The token binds to the certificate of this connection, which
+    // `verify_session` checked is the one the session's token names.
+    let cert = ctx.cert.as_ref().ok_or_else(Failure::internal)?;
+    let peer =
+        PeerCertificate::parse(cert, c.ca.trust_domain()).map_err(|_| Failure::internal())?;
+    if !c.store.record_session_mfa(&v.session.id, now).await? {
+        return Err(denied("session_ended_during_step_up".into()).await);
+    }
+    let claims = SessionClaims {
+        iss: c.signer.issuer().to_owned(),
+        sub: v.user.name.clone(),
+        sid: v.session.id.clone(),
+        device: v.session.device_id.clone(),
+        groups: v.user.groups.clone(),
+        risk: v.session.risk,
+        iat: now,
+        nbf: now,
+        exp: v.session.expires_at,
+        cnf: Confirmation {
+            x5t_s256: peer.thumbprint,
+        },
+        mfa_at: Some(now),
+    };
+    let token = c.signer.sign(&claims).map_err(|e| {
+        tracing::error!(error = %e, "token signing failed");
+        Failure::internal()
+    })?;
+    c.audit_event(
+        &actor,
+        Some(ctx.ip),
+        ACTION,
+        &resource,
+        Outcome::Allow,
+        "fresh TOTP",
+        &ctx.request_id,
+    )
+    .await?;
+    Ok(Json(StepUpResponse {
+        session_id: v.session.id,
+        token,
+        expires_at: rfc3339(v.session.expires_at),
+        mfa_at: rfc3339(now),
     }))
 }
 

@@ -182,6 +182,7 @@ pub async fn posture(
     posture.device_id = device.id.clone();
     let previous: Option<umbra_proto::PostureReport> = serde_json::from_str(&device.posture).ok();
     let changed = describe_changes(previous.as_ref(), &posture);
+    let differs = previous.as_ref() != Some(&posture);
     let json = serde_json::to_string(&posture).map_err(|_| Failure::internal())?;
     if !c
         .store
@@ -202,6 +203,15 @@ pub async fn posture(
         &ctx.request_id,
     )
     .await?;
+    // The gateways decide compliance from the last report: tell them, but
+    // only of a change (a device reports hourly and at every `connect`).
+    if differs && device.status == umbra_proto::api::DeviceStatus::Approved {
+        c.publish(&umbra_proto::control::Event::PostureChanged {
+            device: device.id.clone(),
+            posture,
+        })
+        .await?;
+    }
     Ok(Json(PostureReceipt {
         device_id: device.id,
         received_at: rfc3339(now),

@@ -134,11 +134,13 @@ pub async fn enroll(
     )
     .await?;
     if status == DeviceStatus::Approved {
-        c.publish(&crate::spa::approved_event(
+        crate::spa::publish_approval(
+            &c,
             &device_id,
             &user.name,
             &user.groups,
-        ))
+            Some(req.posture.clone()),
+        )
         .await?;
     }
     let spa_secret = crate::spa::device_secret(&c, &device_id)

@@ -88,6 +88,7 @@ fn private_routes() -> Router<Arc<Controller>> {
         .route("/api/v1/devices/posture", post(devices::posture))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/step-up", post(auth::step_up))
         .route("/api/v1/auth/session", get(auth::session))
         .route("/api/v1/gateway/register", post(gateway::register))
         .route("/api/v1/gateway/renew", post(gateway::renew))

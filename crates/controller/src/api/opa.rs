@@ -721,6 +721,10 @@ async fn write(
     let _serial = c.policies.write.lock().await;
     let snapshot = c.store.policy_snapshot().await?;
     let base = snapshot.revision;
+    let was_umbras = snapshot
+        .policies
+        .iter()
+        .any(|p| crate::policies::is_umbra_module(&p.raw));
     let built = tokio::task::spawn_blocking(move || build(&snapshot, Some(change)))
         .await
         .map_err(|_| OpaFailure::from(Failure::internal()))?;
@@ -747,12 +751,22 @@ async fn write(
     let Some(revision) = store_it(c.store.clone(), c.now()).await? else {
         return Ok(None);
     };
+    let is_umbras = loaded
+        .modules
+        .values()
+        .any(|raw| crate::policies::is_umbra_module(raw));
     if revision == base + 1 {
         loaded.revision = revision;
         c.policies.install(loaded);
     } else {
         // Another controller wrote in between: read everything back.
         c.reload_policies().await?;
+    }
+    // The gateways decide with Umbra's own package: when it is (or was)
+    // there, every change may change their decisions.
+    if was_umbras || is_umbras {
+        c.publish(&umbra_proto::control::Event::PolicyChanged { revision })
+            .await?;
     }
     Ok(Some(revision))
 }

@@ -108,6 +108,7 @@ impl Modify for Security {
         super::devices::posture,
         super::auth::login,
         super::auth::logout,
+        super::auth::step_up,
         super::auth::session,
         super::gateway::enroll,
         super::gateway::register,

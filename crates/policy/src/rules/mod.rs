@@ -175,6 +175,27 @@ impl RuleSet {
         self.case_insensitive_paths
     }
 
+    /// Adds rules, keeping priority order; an added rule goes after those
+    /// already there with the same priority.
+    pub fn extend(&mut self, rules: impl IntoIterator<Item = Rule>) {
+        self.rules.extend(rules);
+        self.rules.sort_by_key(|r| r.priority);
+    }
+
+    /// Whether some allow rule names this user (or one of the groups) and
+    /// this service, whatever its conditions and target: the coarse check
+    /// for what needs no request (the service list a login returns, an SPA
+    /// knock). Each request is still decided in full.
+    pub fn may_allow(&self, user: &str, groups: &[String], service: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.effect == Effect::Allow
+                && r.services.contains(service)
+                && matches!(&r.subjects, Subjects::Users { users, groups: gs, .. }
+                    if users.as_ref().is_some_and(|n| n.contains(user))
+                        || groups.iter().any(|g| gs.contains(g)))
+        })
+    }
+
     /// First applying rule decides; default deny.
     pub fn evaluate(
         &self,
