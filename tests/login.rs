@@ -15,7 +15,14 @@ async fn oathtool_codes_log_in_and_a_code_is_accepted_once() {
     assert_eq!(body["user"], "alice");
     assert_eq!(body["groups"], json!(["eng"]));
     assert_eq!(body["device_id"], dev.id.as_str());
-    assert_eq!(body["risk"], 0, "healthy posture, no failures");
+    // Healthy posture, no failures, but no history yet: half the
+    // behaviour weight (seed 003's 0.3), as for anything unknown.
+    assert_eq!(body["risk"], 15, "{body}");
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .starts_with("allow: risk 15 [no_baseline:15]")
+    );
 
     // The very same code again: refused, and the reason is precise.
     let (status, body) = tc.login(&dev, &user).await;
@@ -454,4 +461,75 @@ fn wrong_code(user: &TestUser, at: i64) -> String {
         .map(|n| format!("{:06}", n * 997 % 1_000_000))
         .find(|c| !valid.contains(c))
         .expect("some code is wrong")
+}
+
+/// The login's risk learns the user's usual hours and networks from their
+/// own audit history: after ten logins the unknown baseline costs nothing,
+/// while a new network, an unusual hour or failed attempts cost their share.
+#[tokio::test]
+async fn login_risk_learns_the_users_usual_networks_and_hours_from_their_history() {
+    let tc = start().await;
+    let user = tc.create_user("alice", &["eng"]).await;
+    let dev = tc.enroll("alice").await;
+    let mut risks = Vec::new();
+    for _ in 0..11 {
+        tc.clock.advance(30);
+        let (status, body) = tc.login(&dev, &user).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        risks.push(body["risk"].as_i64().expect("risk"));
+    }
+    assert_eq!(risks[..10], [15; 10], "no baseline for the first ten");
+    assert_eq!(risks[10], 0, "then usual: same hour, same network");
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .starts_with("allow: risk 0 [], session")
+    );
+
+    // The same device from another network (127.0.1.0/24 is not 127.0.0.0/24).
+    tc.clock.advance(30);
+    let elsewhere = http_from(
+        &tc.url,
+        &tc.ca(),
+        Some((&dev.cert_pem, &dev.key_pem)),
+        Some("127.0.1.1".parse().expect("ip")),
+    );
+    let (status, body) = elsewhere
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({ "user": user.name, "password": user.password,
+                    "totp": oathtool(&user.totp_secret, tc.now()) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["risk"], 10, "a third of the behaviour weight");
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .contains("[new_network:10]")
+    );
+
+    // Twelve hours on, with two failed attempts since the last success:
+    // an unusual hour and the failures count.
+    tc.clock.advance(12 * 3600);
+    for _ in 0..2 {
+        let (status, _) = tc
+            .with_device(&dev)
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({ "user": user.name, "password": "wrong password!", "totp": "000000" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = tc.login(&dev, &user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["risk"], 20, "{body}");
+    assert!(
+        tc.last_audit_reason("auth.login")
+            .await
+            .contains("[unusual_hour:10,recent_failed_logins:10]")
+    );
 }

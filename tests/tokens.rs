@@ -41,7 +41,8 @@ async fn tokens_verify_against_the_jwks_and_carry_the_session() {
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["device"], dev.id.as_str());
     assert_eq!(claims["groups"], json!(["eng"]));
-    assert_eq!(claims["risk"], 0);
+    assert_eq!(claims["risk"], 15, "no history yet");
+    assert_eq!(claims["mfa_at"], claims["iat"], "the login was an MFA");
     assert!(claims["sid"].is_string() && claims["exp"].as_i64().expect("exp") > tc.now());
     assert!(claims["cnf"]["x5t#S256"].is_string());
 

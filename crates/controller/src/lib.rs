@@ -29,6 +29,7 @@ pub mod password;
 pub mod policies;
 pub mod ratelimit;
 pub mod recovery;
+mod risk;
 pub mod secrets;
 pub mod server;
 pub mod spa;

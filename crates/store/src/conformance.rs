@@ -658,6 +658,45 @@ pub async fn audit_batches_append_together(store: &dyn Store) {
     assert_eq!(stored[49].count, 50, "a summary keeps its count");
 }
 
+pub async fn audit_is_found_by_actor_newest_first(store: &dyn Store) {
+    let event = |actor: &str, at: i64| AuditEvent {
+        ts: at,
+        actor: actor.into(),
+        source_ip: "10.0.0.1".into(),
+        action: "gateway.access".into(),
+        resource: format!("service:s{at}"),
+        outcome: Outcome::Allow,
+        reason: String::new(),
+        request_id: String::new(),
+        count: 1,
+    };
+    let batch: Vec<AuditEvent> = (0..10)
+        .map(|i| event(if i % 2 == 0 { "user:ann" } else { "user:annie" }, NOW + i))
+        .collect();
+    store.append_audit_batch(&batch).await.expect("batch");
+    let ann = store
+        .audit_by_actor("user:ann", NOW + 2, 100)
+        .await
+        .expect("query");
+    let times: Vec<i64> = ann.iter().map(|r| r.ts).collect();
+    assert_eq!(
+        times,
+        vec![NOW + 8, NOW + 6, NOW + 4, NOW + 2],
+        "exact actor, since, newest first"
+    );
+    let two = store.audit_by_actor("user:ann", 0, 2).await.expect("query");
+    assert_eq!(two.len(), 2, "limited");
+    assert_eq!(two[0].ts, NOW + 8);
+    assert!(
+        store
+            .audit_by_actor("user:%", 0, 100)
+            .await
+            .expect("query")
+            .is_empty(),
+        "no patterns"
+    );
+}
+
 pub async fn rate_limit_buckets_refill_and_are_shared(store: &dyn Store) {
     let take = |at: i64| store.take_rate_token("login:10.0.0.1", at, 60, 3);
     for _ in 0..3 {
@@ -977,7 +1016,8 @@ macro_rules! suite {
             audit_batches_append_together, rate_limit_buckets_refill_and_are_shared,
             events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters,
             policies_and_data_move_the_revision,
-            session_mfa_moves_forward_on_live_sessions_only);
+            session_mfa_moves_forward_on_live_sessions_only,
+            audit_is_found_by_actor_newest_first);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

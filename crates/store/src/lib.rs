@@ -244,6 +244,10 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<()>;
     /// Records with id > `after`, oldest first, at most `limit`.
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// `actor`'s records at or after `since`, newest first, at most `limit`
+    /// (the risk engine's history of one user).
+    async fn audit_by_actor(&self, actor: &str, since: i64, limit: u32)
+    -> Result<Vec<AuditRecord>>;
 }
 
 #[cfg(test)]

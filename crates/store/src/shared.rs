@@ -1315,6 +1315,24 @@ impl Store for $store {
             .await?;
         rows.iter().map(audit_row).collect()
     }
+
+    async fn audit_by_actor(
+        &self,
+        actor: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE actor = $1 AND ts >= $2 \
+             ORDER BY ts DESC, id DESC LIMIT $3",
+        )
+        .bind(actor)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
 }
 
 fn gateway_row(row: &$row) -> Result<GatewayRecord> {

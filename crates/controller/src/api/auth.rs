@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use umbra_pki::PeerCertificate;
-use umbra_policy::risk::{LoginSignals, RiskBands, login_risk};
 use umbra_proto::api::{
     DeviceStatus, LoginRequest, LoginResponse, Session, StepUpRequest, StepUpResponse, UserStatus,
 };
@@ -24,7 +23,7 @@ use zeroize::Zeroizing;
 use super::ApiJson;
 use super::guard::verify_session;
 use crate::api::openapi::ApiErrors;
-use crate::clock::{parse_rfc3339, rfc3339};
+use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
 use crate::password::MAX_PASSWORD_LEN;
@@ -208,16 +207,12 @@ async fn login_inner(
 
     let posture: PostureReport =
         serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
-    let signals = LoginSignals {
-        posture: &posture,
-        last_scan: parse_rfc3339(&posture.last_scan),
-        now,
-        recent_failures: user.failed_logins,
-    };
-    let (risk, factors) = login_risk(&signals);
-    let Some(lifetime) = RiskBands::default().session_lifetime(risk) else {
+    let assessed = crate::risk::at_login(c, &user, &posture, ctx.ip, now).await?;
+    let risk = assessed.score;
+    let factors = crate::risk::describe(&assessed);
+    let Some(lifetime) = c.config.policy.config.risk.bands.session_lifetime(risk) else {
         return Err(LoginError::Deny(deny(
-            format!("risk_too_high:{risk} ({})", factors.join(",")),
+            format!("risk_too_high:{risk} ({factors})"),
             resource,
         )));
     };
@@ -268,11 +263,7 @@ async fn login_inner(
             resource,
         )));
     }
-    let mut reason = format!(
-        "risk {risk} [{}], session {}",
-        factors.join(","),
-        session.id
-    );
+    let mut reason = format!("risk {risk} [{factors}], session {}", session.id);
     if recovery_code.is_some() {
         let left = c.store.recovery_codes_left(&user.id).await?;
         reason.push_str(&format!("; recovery code used, {left} left"));
