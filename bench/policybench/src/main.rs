@@ -17,8 +17,10 @@
 //!   value to a JSON string.
 //!
 //! Also measured: `umbra-parsed` (the input parsed once, as a caller that
-//! evaluates one input against several queries would), and the native
-//! rules' `DecisionPoint::decide`.
+//! evaluates one input against several queries would), `umbra-bytecode`
+//! (as `umbra`, on a set built with `PolicySetBuilder::bytecode`: rules
+//! compiled to regorus's VM, opt-in), and the native rules'
+//! `DecisionPoint::decide`.
 //!
 //! Engines alternate within each pass, so both see the same machine. Every
 //! figure is a `RESULT {json}` line; the summary at the end takes, per case
@@ -82,7 +84,9 @@ impl Opa {
         }
         // SAFETY: a non-null return is a NUL-terminated string the bridge
         // allocated and hands over; it is freed exactly once, here.
-        let text = unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned();
+        let text = unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned();
         unsafe { (self.free_string)(ptr) };
         Ok(text)
     }
@@ -194,97 +198,25 @@ fn main() -> ExitCode {
     }
 }
 
+const USAGE: &str = "usage: policybench LIBOPABRIDGE POLICIES_DIR [SAMPLES] [PASSES]\n       \
+                     policybench --profile POLICIES_DIR CASE [CALLS] [parsed|bytecode]";
+
 fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--profile") {
+        return profile(&args[2..]);
+    }
     let (Some(lib), Some(dir)) = (args.get(1), args.get(2)) else {
-        return Err("usage: policybench LIBOPABRIDGE POLICIES_DIR [SAMPLES] [PASSES]".into());
+        return Err(USAGE.into());
     };
     let samples: usize = args.get(3).map_or(Ok(20_000), |s| s.parse())?;
     let passes: usize = args.get(4).map_or(Ok(5), |s| s.parse())?;
 
-    let modules = [
-        ("seeds/service_auth.rego", "service_auth.rego"),
-        ("seeds/zerotrust.rego", "zerotrust.rego"),
-        ("seeds/compliance.rego", "compliance.rego"),
-        ("umbra/authz.rego", "umbra_authz.rego"),
-    ];
-    let data = [
-        "seeds/service_auth.data.json",
-        "seeds/compliance.data.json",
-        "umbra/data.json",
-    ];
     let opa = Opa::load(lib)?;
-    let mut builder = PolicySetBuilder::default();
-    for (file, name) in modules {
-        let source = read(dir, file)?;
-        opa.add_policy(name, &source)?;
-        builder.add_module(name, &source, RegoVersion::Auto)?;
-    }
-    for file in data {
-        let json = read(dir, file)?;
-        opa.add_data(&json)?;
-        builder.add_data_json(file, &json)?;
-    }
-    let set = builder.build()?;
-
-    // Umbra's own entry point gets the document the decision point builds.
-    let native = PolicyConfig::from_toml(include_str!("../native.toml"))?;
-    let point = DecisionPoint::new(native);
-    let decision_input = DecisionInput {
-        subject: Subject {
-            user: Some("alice".into()),
-            groups: vec!["eng".into()],
-            device: Some("0b5e0c1e-7a43-4a4e-9f0e-2d5c0e0f6a01".into()),
-            ..Subject::default()
-        },
-        device: None,
-        request: Request {
-            service: "wiki".into(),
-            method: Some("GET".into()),
-            path: Some("/api/pages/7".into()),
-            ..Request::default()
-        },
-        context: Context {
-            source_address: Some("10.1.2.3".parse()?),
-            now_s: 1_767_261_600,
-            session_age_s: Some(600),
-            mfa_age_s: Some(600),
-        },
-        risk: Risk {
-            score: 20,
-            factors: vec![RiskFactor {
-                name: "network".into(),
-                points: 20,
-            }],
-        },
-    };
-    let cases = [
-        Case {
-            name: "service_auth.allow (allowed)",
-            path: "service_auth/allow",
-            input: r#"{"source_service":"api-gateway","target_service":"payment-service","method":"POST","path":"/v1/charges"}"#.into(),
-        },
-        Case {
-            name: "service_auth.allow (denied)",
-            path: "service_auth/allow",
-            input: r#"{"source_service":"web-frontend","target_service":"payment-service","method":"POST","path":"/v1/charges"}"#.into(),
-        },
-        Case {
-            name: "zerotrust.decision",
-            path: "zerotrust/decision",
-            input: r#"{"now_s":1767261600,"headers":{"authorization":"Bearer x"},"claims":{"exp":1767262200,"risk_score":0.2,"allowed_resources":[{"name":"payroll"}],"clearance_level":"confidential"},"resource":"payroll","data_classification":"internal","source":{"namespace":"prod","service":"web-service"},"target":{"namespace":"prod","service":"api-service"}}"#.into(),
-        },
-        Case {
-            name: "compliance.result",
-            path: "compliance/result",
-            input: r#"{"operation":"signup","data":{"type":"pii","retention_days":365,"fields":["email","name"],"encrypted_at_rest":true,"encrypted_in_transit":true},"user":{"consent_given":true,"consent_date":"2025-06-01"},"security":{"mfa_enabled":true,"rbac_enabled":true},"logging":{"audit_enabled":true,"retention_days":365}}"#.into(),
-        },
-        Case {
-            name: "umbra.authz.decision",
-            path: "umbra/authz/decision",
-            input: serde_json::to_string(&point.rego_input(&decision_input))?,
-        },
-    ];
+    let set = load(dir, Some(&opa), false)?;
+    let fast = load(dir, None, true)?;
+    let (point, decision_input) = decision_point()?;
+    let cases = cases(&point, &decision_input)?;
 
     // Same answers, or no figures.
     for case in &cases {
@@ -293,9 +225,10 @@ fn run() -> Res<()> {
         let theirs = opa.eval(&dotted, &input)?;
         let parsed = set.input_from_json(&case.input)?;
         let ours = set.eval_path(case.path, Some(&parsed))?;
-        if theirs != ours {
+        let compiled = fast.eval_path(case.path, Some(&parsed))?;
+        if theirs != ours || theirs != compiled {
             return Err(format!(
-                "{}: OPA says {theirs:?}, Umbra says {ours:?}",
+                "{}: OPA says {theirs:?}, Umbra says {ours:?}, bytecode {compiled:?}",
                 case.name
             )
             .into());
@@ -335,6 +268,12 @@ fn run() -> Res<()> {
                 pass,
                 time(samples, || umbra_eval(&set, case.path, &case.input)),
             );
+            record(
+                "umbra-bytecode",
+                case.name,
+                pass,
+                time(samples, || umbra_eval(&fast, case.path, &case.input)),
+            );
             let parsed = set.input_from_json(&case.input)?;
             record(
                 "umbra-parsed",
@@ -360,8 +299,16 @@ fn run() -> Res<()> {
 
     println!("\nSUMMARY (median over {passes} passes of each pass's figure; µs)");
     println!(
-        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  targets",
-        "case", "opa p50", "umbra p50", "parsed", "opa p99", "umbra p99", "ratio"
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}  targets",
+        "case",
+        "opa p50",
+        "umbra p50",
+        "parsed",
+        "opa p99",
+        "umbra p99",
+        "ratio",
+        "bytecode",
+        "ratio"
     );
     let median = |v: &[(f64, f64)], which: fn(&(f64, f64)) -> f64| {
         let mut xs: Vec<f64> = v.iter().map(which).collect();
@@ -373,6 +320,7 @@ fn run() -> Res<()> {
         let (Some(o), Some(u), Some(p)) = (get("opa"), get("umbra"), get("umbra-parsed")) else {
             continue;
         };
+        let b50 = get("umbra-bytecode").map_or(f64::NAN, |b| median(b, |x| x.0));
         let (o50, u50, p50) = (median(o, |x| x.0), median(u, |x| x.0), median(p, |x| x.0));
         let ratio = o50 / u50;
         let verdict = format!(
@@ -381,21 +329,23 @@ fn run() -> Res<()> {
             if ratio >= 5.0 { "met" } else { "SHORT" }
         );
         println!(
-            "{:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6.2}x  {verdict}",
+            "{:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>6.2}x {:>9.2} {:>6.2}x  {verdict}",
             case.name,
             o50,
             u50,
             p50,
             median(o, |x| x.1),
             median(u, |x| x.1),
-            ratio
+            ratio,
+            b50,
+            o50 / b50
         );
     }
     for (name, _) in &native_cases {
         if let Some(n) = all.get(&(name.clone(), "native".to_owned())) {
             let n50 = median(n, |x| x.0);
             println!(
-                "{:<34} {:>9} {:>9.3} {:>9} {:>9} {:>9.3} {:>7}  p50 <= 1 us: {}",
+                "{:<34} {:>9} {:>9.3} {:>9} {:>9} {:>9.3} {:>7} {:>9} {:>7}  p50 <= 1 us: {}",
                 name,
                 "-",
                 n50,
@@ -403,11 +353,163 @@ fn run() -> Res<()> {
                 "-",
                 median(n, |x| x.1),
                 "-",
+                "-",
+                "-",
                 if n50 <= 1.0 { "met" } else { "SHORT" }
             );
         }
     }
     Ok(())
+}
+
+/// The policies and data both engines load (OPA's too, when given).
+fn load(dir: &str, opa: Option<&Opa>, bytecode: bool) -> Res<PolicySet> {
+    let modules = [
+        ("seeds/service_auth.rego", "service_auth.rego"),
+        ("seeds/zerotrust.rego", "zerotrust.rego"),
+        ("seeds/compliance.rego", "compliance.rego"),
+        ("umbra/authz.rego", "umbra_authz.rego"),
+    ];
+    let data = [
+        "seeds/service_auth.data.json",
+        "seeds/compliance.data.json",
+        "umbra/data.json",
+    ];
+    let mut builder = PolicySetBuilder::default().bytecode(bytecode);
+    for (file, name) in modules {
+        let source = read(dir, file)?;
+        if let Some(opa) = opa {
+            opa.add_policy(name, &source)?;
+        }
+        builder.add_module(name, &source, RegoVersion::Auto)?;
+    }
+    for file in data {
+        let json = read(dir, file)?;
+        if let Some(opa) = opa {
+            opa.add_data(&json)?;
+        }
+        builder.add_data_json(file, &json)?;
+    }
+    Ok(builder.build()?)
+}
+
+/// The native rules' decision point and the user request whose Rego input
+/// document the `umbra.authz.decision` case evaluates.
+fn decision_point() -> Res<(DecisionPoint, DecisionInput)> {
+    let native = PolicyConfig::from_toml(include_str!("../native.toml"))?;
+    let point = DecisionPoint::new(native);
+    let decision_input = DecisionInput {
+        subject: Subject {
+            user: Some("alice".into()),
+            groups: vec!["eng".into()],
+            device: Some("0b5e0c1e-7a43-4a4e-9f0e-2d5c0e0f6a01".into()),
+            ..Subject::default()
+        },
+        device: None,
+        request: Request {
+            service: "wiki".into(),
+            method: Some("GET".into()),
+            path: Some("/api/pages/7".into()),
+            ..Request::default()
+        },
+        context: Context {
+            source_address: Some("10.1.2.3".parse()?),
+            now_s: 1_767_261_600,
+            session_age_s: Some(600),
+            mfa_age_s: Some(600),
+        },
+        risk: Risk {
+            score: 20,
+            factors: vec![RiskFactor {
+                name: "network".into(),
+                points: 20,
+            }],
+        },
+    };
+    Ok((point, decision_input))
+}
+
+fn cases(point: &DecisionPoint, decision_input: &DecisionInput) -> Res<Vec<Case>> {
+    Ok(vec![
+        Case {
+            name: "service_auth.allow (allowed)",
+            path: "service_auth/allow",
+            input: r#"{"source_service":"api-gateway","target_service":"payment-service","method":"POST","path":"/v1/charges"}"#.into(),
+        },
+        Case {
+            name: "service_auth.allow (denied)",
+            path: "service_auth/allow",
+            input: r#"{"source_service":"web-frontend","target_service":"payment-service","method":"POST","path":"/v1/charges"}"#.into(),
+        },
+        Case {
+            name: "zerotrust.decision",
+            path: "zerotrust/decision",
+            input: r#"{"now_s":1767261600,"headers":{"authorization":"Bearer x"},"claims":{"exp":1767262200,"risk_score":0.2,"allowed_resources":[{"name":"payroll"}],"clearance_level":"confidential"},"resource":"payroll","data_classification":"internal","source":{"namespace":"prod","service":"web-service"},"target":{"namespace":"prod","service":"api-service"}}"#.into(),
+        },
+        Case {
+            name: "compliance.result",
+            path: "compliance/result",
+            input: r#"{"operation":"signup","data":{"type":"pii","retention_days":365,"fields":["email","name"],"encrypted_at_rest":true,"encrypted_in_transit":true},"user":{"consent_given":true,"consent_date":"2025-06-01"},"security":{"mfa_enabled":true,"rbac_enabled":true},"logging":{"audit_enabled":true,"retention_days":365}}"#.into(),
+        },
+        Case {
+            name: "umbra.authz.decision",
+            path: "umbra/authz/decision",
+            input: serde_json::to_string(&point.rego_input(decision_input))?,
+        },
+    ])
+}
+
+/// Calls Umbra's engine on one case, for an instruction profile: run under
+/// `valgrind --tool=callgrind --toggle-collect=*profile_loop*`, so only the
+/// timed work counts, and divide by CALLS. `parsed` evaluates an input
+/// parsed beforehand (the `umbra-parsed` figure) instead of JSON text;
+/// `bytecode` runs the rules compiled (the `umbra-bytecode` figure).
+/// CALLS 0 prints the case's input document instead.
+fn profile(args: &[String]) -> Res<()> {
+    let (Some(dir), Some(name)) = (args.first(), args.get(1)) else {
+        return Err(USAGE.into());
+    };
+    let calls: usize = args.get(2).map_or(Ok(1000), |s| s.parse())?;
+    let parsed = args.get(3).is_some_and(|a| a == "parsed");
+    let bytecode = args.get(3).is_some_and(|a| a == "bytecode");
+    let set = load(dir, None, bytecode)?;
+    let (point, decision_input) = decision_point()?;
+    let cases = cases(&point, &decision_input)?;
+    let case = cases
+        .iter()
+        .find(|c| c.name.starts_with(name.as_str()))
+        .ok_or_else(|| format!("no case named {name}"))?;
+    if calls == 0 {
+        // The case's input document, for trying it elsewhere.
+        println!("{}", case.input);
+        return Ok(());
+    }
+    let input = set.input_from_json(&case.input)?;
+    // One call first, so pools and caches are warm as in a timed run.
+    black_box(umbra_eval(&set, case.path, &case.input));
+    let n = profile_loop(&set, case, parsed.then_some(&input), calls);
+    println!("{}: {calls} calls, {n} bytes of answers", case.name);
+    Ok(())
+}
+
+#[inline(never)]
+fn profile_loop(
+    set: &PolicySet,
+    case: &Case,
+    input: Option<&umbra_policy::rego::Input>,
+    calls: usize,
+) -> usize {
+    (0..calls)
+        .map(|_| match input {
+            Some(i) => set
+                .eval_path(case.path, Some(i))
+                .ok()
+                .flatten()
+                .map_or(0, |v| usize::from(v.is_object())),
+            None => umbra_eval(set, case.path, &case.input),
+        })
+        .map(black_box)
+        .sum()
 }
 
 /// Native-rule decisions: a user rule, a service-to-service rule and a
