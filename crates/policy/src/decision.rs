@@ -520,7 +520,7 @@ impl DecisionPoint {
                 method: input.request.method.as_deref(),
                 path,
                 port: input.request.port,
-                sensitivity: input.request.sensitivity,
+                sensitivity: self.sensitivity(&input.request),
             },
             context: RegoContext {
                 source_address: input.context.source_address.map(|ip| ip.to_canonical()),
@@ -547,19 +547,23 @@ impl DecisionPoint {
         }
     }
 
+    /// The request's sensitivity, or else the policy's `[sensitivity]`.
+    fn sensitivity(&self, r: &Request) -> Option<Sensitivity> {
+        r.sensitivity
+            .or_else(|| self.config.sensitivity.get(&r.service).copied())
+    }
+
     fn risk_bands(&self, input: &DecisionInput, v: &mut Verdict) {
         let b = &self.config.risk.bands;
         let risk = input.risk.score;
-        if risk >= b.restricted
-            && risk < b.deny
-            && input.request.sensitivity != Some(crate::decision::Sensitivity::Low)
-        {
+        let sensitivity = self.sensitivity(&input.request);
+        if risk >= b.restricted && risk < b.deny && sensitivity != Some(Sensitivity::Low) {
             v.failing.push(Check::new(
                 "sensitivity",
                 format!(
                     "risk {risk} allows only low-sensitivity services, and {} is {}",
                     input.request.service,
-                    match input.request.sensitivity {
+                    match sensitivity {
                         Some(Sensitivity::Medium) => "medium",
                         Some(Sensitivity::High) => "high",
                         _ => "unclassified",

@@ -14,6 +14,10 @@
 //! [compliance]                 # see crate::compliance
 //! report_only = false
 //!
+//! [sensitivity]                # services by sensitivity (unlisted: not low)
+//! low = ["wiki"]
+//! high = ["payroll"]
+//!
 //! [[rule]]
 //! name = "eng-wiki"
 //! priority = 100
@@ -35,7 +39,7 @@
 //! paths = ["/v1/charges", "/v1/refunds"]
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
@@ -44,6 +48,7 @@ use toml::Spanned;
 use super::matchers::{Cidr, Method, PathPrefix, Ports, SpiffePattern, TimeWindow};
 use super::{Effect, Names, Rule, RuleSet, Subjects};
 use crate::compliance::ComplianceConfig;
+use crate::decision::Sensitivity;
 use crate::risk::{RiskBands, RiskEngineConfig};
 
 /// Largest policy file accepted.
@@ -101,6 +106,10 @@ pub struct PolicyConfig {
     pub rules: RuleSet,
     pub compliance: ComplianceConfig,
     pub risk: RiskPolicy,
+    /// How sensitive each listed service is (`[sensitivity]`); a service
+    /// not listed counts as not low (between the restricted and deny risk
+    /// bands it is out of reach).
+    pub sensitivity: BTreeMap<String, Sensitivity>,
 }
 
 #[derive(Deserialize)]
@@ -113,9 +122,53 @@ struct RawFile {
     #[serde(default)]
     compliance: ComplianceConfig,
     #[serde(default)]
+    sensitivity: RawSensitivity,
+    #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     service_rule: Vec<Spanned<RawServiceRule>>,
+}
+
+/// `[sensitivity]`: service names by sensitivity.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensitivity {
+    #[serde(default)]
+    low: Vec<String>,
+    #[serde(default)]
+    medium: Vec<String>,
+    #[serde(default)]
+    high: Vec<String>,
+}
+
+impl RawSensitivity {
+    fn validate(self) -> Result<BTreeMap<String, Sensitivity>, String> {
+        let mut out = BTreeMap::new();
+        for (level, names) in [
+            (Sensitivity::Low, self.low),
+            (Sensitivity::Medium, self.medium),
+            (Sensitivity::High, self.high),
+        ] {
+            for name in names {
+                if let Some(was) = out.insert(name.clone(), level) {
+                    return Err(format!(
+                        "service {name:?} is listed under sensitivity {} and {}",
+                        level_name(was),
+                        level_name(level)
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn level_name(s: Sensitivity) -> &'static str {
+    match s {
+        Sensitivity::Low => "low",
+        Sensitivity::Medium => "medium",
+        Sensitivity::High => "high",
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -209,6 +262,7 @@ impl PolicyConfig {
         };
         raw.compliance.validate().map_err(whole)?;
         let risk = risk_policy(&raw.risk).map_err(whole)?;
+        let sensitivity = raw.sensitivity.validate().map_err(whole)?;
         let count = raw.rule.len() + raw.service_rule.len();
         if count > MAX_RULES {
             return Err(whole(format!(
@@ -256,6 +310,7 @@ impl PolicyConfig {
             },
             compliance: raw.compliance,
             risk,
+            sensitivity,
         })
     }
 }

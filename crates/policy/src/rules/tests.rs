@@ -529,3 +529,75 @@ fn an_empty_file_is_default_deny_with_the_seeds_compliance_policies() {
     assert_eq!(p.compliance.policies.len(), 2);
     assert_eq!(p.risk, RiskPolicy::default());
 }
+
+#[test]
+fn sensitivity_lists_name_services_once_and_feed_the_restricted_band() {
+    use crate::decision::{Context, DecisionInput, DecisionPoint, Request, Risk, Sensitivity};
+    let config = PolicyConfig::from_toml(&format!(
+        "[sensitivity]\nlow = [\"s\"]\nhigh = [\"payroll\"]\n{HEAD}"
+    ))
+    .expect("policy");
+    assert_eq!(config.sensitivity.get("s"), Some(&Sensitivity::Low));
+    assert_eq!(config.sensitivity.get("payroll"), Some(&Sensitivity::High));
+    let e = error("[sensitivity]\nlow = [\"s\"]\nhigh = [\"s\"]\n");
+    assert!(
+        e.message
+            .contains("\"s\" is listed under sensitivity low and high"),
+        "{e}"
+    );
+    assert!(
+        error("[sensitivity]\nsecret = [\"s\"]\n").line > 0,
+        "unknown level"
+    );
+
+    // Risk 75 (restricted band): only low-sensitivity services.
+    let input = |service: &str| DecisionInput {
+        subject: crate::decision::Subject {
+            user: Some("a".into()),
+            ..Default::default()
+        },
+        request: Request {
+            service: service.into(),
+            ..Default::default()
+        },
+        context: Context {
+            now_s: 1_700_000_000,
+            mfa_age_s: Some(0),
+            ..Default::default()
+        },
+        risk: Risk {
+            score: 75,
+            factors: Vec::new(),
+        },
+        ..Default::default()
+    };
+    let mut with_other = config.clone();
+    with_other.rules.extend(
+        crate::access::with_grants(
+            &PolicyConfig::default(),
+            [&umbra_proto::control::Grant {
+                service: "t".into(),
+                allow_users: vec!["a".into()],
+                allow_groups: vec![],
+            }],
+        )
+        .rules
+        .rules()
+        .iter()
+        .cloned(),
+    );
+    let point = DecisionPoint::new(with_other);
+    let low = point.decide(&input("s"));
+    assert!(
+        !low.failing_checks.iter().any(|c| c.name == "sensitivity"),
+        "{low:?}"
+    );
+    let unlisted = point.decide(&input("t"));
+    assert!(
+        unlisted
+            .failing_checks
+            .iter()
+            .any(|c| c.name == "sensitivity" && c.message.contains("t is unclassified")),
+        "{unlisted:?}"
+    );
+}
