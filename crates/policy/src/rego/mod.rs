@@ -458,7 +458,7 @@ impl PolicySet {
         // fails, goes through the full query, which gives the same answer or
         // the precise error.
         let rule_value = if is_rule_path(query) {
-            match self.eval_rule(query, input) {
+            match self.eval_rule(&canonical_rule_path(query), input) {
                 Ok(v) => Some(v),
                 // Running out of time again on the full query helps no one.
                 Err(e @ EvalError::Timeout(_)) => return Err(e),
@@ -557,8 +557,11 @@ impl PolicySet {
         path: &str,
         input: Option<&Input>,
     ) -> Result<Option<serde_json::Value>, EvalError> {
-        let results = self.eval_query(&data_query(path), input)?;
-        Ok(results.single_value().cloned())
+        let mut results = self.eval_query(&data_query(path), input)?;
+        Ok(match results.result.as_mut_slice() {
+            [only] => only.expressions.first_mut().map(|e| e.value.take()),
+            _ => None,
+        })
     }
 }
 
@@ -593,6 +596,53 @@ fn is_rule_path(query: &str) -> bool {
         }
     }
     true
+}
+
+/// A path [`is_rule_path`] accepted, in regorus's canonical spelling
+/// (`data["a"]["b"]` → `data.a.b`; other segments stay `["…"]`), which
+/// regorus looks up directly instead of parsing the path on every
+/// evaluation. A segment with a control character, which the canonical
+/// form escapes, leaves the path as it was: regorus then parses it.
+fn canonical_rule_path(query: &str) -> String {
+    let Some(mut rest) = query.strip_prefix("data") else {
+        return query.to_owned();
+    };
+    let mut out = String::from("data");
+    while !rest.is_empty() {
+        let segment = if let Some(r) = rest.strip_prefix('.') {
+            let n = r
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            rest = &r[n..];
+            &r[..n]
+        } else if let Some(r) = rest.strip_prefix("[\"")
+            && let Some(end) = r.find("\"]")
+        {
+            rest = &r[end + 2..];
+            &r[..end]
+        } else {
+            return query.to_owned();
+        };
+        let identifier = segment
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if identifier {
+            out.push('.');
+            out.push_str(segment);
+        } else if segment.chars().any(char::is_control) {
+            return query.to_owned();
+        } else {
+            out.push_str("[\"");
+            out.push_str(segment);
+            out.push_str("\"]");
+        }
+    }
+    out
 }
 
 /// `service_auth/allow` → `data["service_auth"]["allow"]`. Each segment is

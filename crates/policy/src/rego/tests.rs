@@ -367,3 +367,40 @@ decision := {"allow": false} if input.k == 4
         assert_eq!(err.code(), "rego_not_a_decision", "{k}: {err}");
     }
 }
+
+#[test]
+fn rule_paths_are_spelled_as_regorus_registers_them() {
+    for (query, canonical) in [
+        (
+            "data[\"service_auth\"][\"allow\"]",
+            "data.service_auth.allow",
+        ),
+        (
+            "data.umbra[\"authz\"].decision",
+            "data.umbra.authz.decision",
+        ),
+        (
+            "data[\"graph\"][\"1.0.0\"][\"deny\"]",
+            "data.graph[\"1.0.0\"].deny",
+        ),
+        ("data[\"a b\"]._x1", "data[\"a b\"]._x1"),
+        // Left to regorus's parser: it escapes control characters.
+        ("data[\"a\tb\"]", "data[\"a\tb\"]"),
+    ] {
+        assert!(is_rule_path(query), "{query}");
+        assert_eq!(canonical_rule_path(query), canonical, "{query}");
+    }
+    // Same answers through either spelling, including a literal package.
+    let s = set(
+        &[(
+            "g.rego",
+            "package graph[\"1.0.0\"]\nimport rego.v1\ndeny if input.x\n",
+        )],
+        None,
+    );
+    let input = s.input_from(&json!({"x": true})).unwrap();
+    assert_eq!(
+        s.eval_path("graph/1.0.0/deny", Some(&input)).unwrap(),
+        Some(json!(true))
+    );
+}

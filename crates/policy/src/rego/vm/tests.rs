@@ -91,7 +91,7 @@ fn compiled_rules_answer_as_opa_does() {
     let seeds = &sets["seeds"];
     let rules = seeds.programs.as_ref().unwrap().compiled();
     assert!(
-        rules.contains(&"data[\"zerotrust\"][\"decision\"]".to_owned()),
+        rules.contains(&"data.zerotrust.decision".to_owned()),
         "{rules:?}"
     );
     let umbra = sets["umbra"].programs.as_ref().unwrap().compiled();
