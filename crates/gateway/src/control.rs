@@ -179,6 +179,14 @@ async fn session(gw: &Gateway, shutdown: &CancellationToken, snapshot: bool) -> 
     }
 }
 
+/// Cuts the live connections the view now lists as revoked.
+fn cut_revoked(gw: &Gateway) {
+    let cut = gw.live.cut_revoked(&gw.view.read());
+    if cut > 0 {
+        tracing::info!(sessions = cut, "live connections cut on revocation");
+    }
+}
+
 fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
     if line.is_empty() {
         return None;
@@ -193,12 +201,23 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
         ControlFrame::Snapshot { seq, state } => {
             tracing::info!(seq, grants = state.grants.len(), "snapshot applied");
             gw.view.apply_snapshot(seq, &state);
+            // It may carry revocations this gateway never saw as events.
+            cut_revoked(gw);
         }
         ControlFrame::Event { seq, event } => {
             if let Err(e) = gw.view.apply_event(seq, &event) {
                 return Some(End::Resume(e.to_string()));
             }
             tracing::info!(seq, kind = event.kind(), "event applied");
+            if matches!(
+                event,
+                Event::SessionRevoked { .. }
+                    | Event::UserSuspended { .. }
+                    | Event::DeviceRevoked { .. }
+                    | Event::CertificateRevoked { .. }
+            ) {
+                cut_revoked(gw);
+            }
             match &event {
                 Event::SessionRevoked { session } => gw.assertions.forget(session),
                 Event::GatewayRevoked { name } if name == gw.name() => {

@@ -13,6 +13,7 @@
 //! - [`view`]: the replica: deny lists, grants, policy, postures, token
 //!   keys; fail closed.
 //! - [`policy`]: the decision point built from the controller's policy.
+//! - [`live`]: live connections by session, cut the moment it is revoked.
 //! - [`authn`]: client-certificate admission and session-token checks.
 //! - [`proxy`]: routing, authorization, header hygiene, forwarding.
 //! - [`path`], [`headers`]: path normalization and header sanitizing.
@@ -33,6 +34,7 @@ pub mod headers;
 pub mod identity;
 /// Path normalization is the policy crate's, so rules and the proxy agree.
 pub use umbra_policy::path;
+pub mod live;
 pub mod policy;
 pub mod proxy;
 pub mod renew;
@@ -97,6 +99,8 @@ pub struct Gateway {
     /// The UDP port of that socket.
     pub spa_port: Option<u16>,
     pub spa_counters: spa::SpaCounters,
+    /// Live tunnels and upgraded connections, cut at once on revocation.
+    pub live: live::LiveSessions,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -173,6 +177,7 @@ impl Gateway {
             spa_socket: std::sync::Mutex::new(spa_socket),
             spa_port,
             spa_counters: spa::SpaCounters::default(),
+            live: live::LiveSessions::default(),
             audit: audit::AuditSink::new(),
             config,
             clock,

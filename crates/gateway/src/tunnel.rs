@@ -24,6 +24,7 @@ use umbra_proto::control::{
 use umbra_proto::token::SessionClaims;
 
 use crate::Gateway;
+use crate::live::Holder;
 use crate::policy::{STEP_UP_MESSAGE, Target, explain};
 use crate::proxy::Conn;
 
@@ -279,6 +280,17 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let live = gw.live.register(Holder {
+        session: claims.sid.clone(),
+        user: claims.sub.clone(),
+        device: claims.device.clone(),
+        serial: conn.peer.serial.clone(),
+    });
+    // Revoked between the decision and the registration: the control
+    // channel's cut found nothing to cut, so look now.
+    if let Err(why) = still_authorized(gw, conn, claims, target) {
+        return Ended::Cut(why);
+    }
     let mut tick = tokio::time::interval(RECHECK);
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
@@ -289,6 +301,14 @@ where
                 Err(e) => Ended::Failed(e),
             },
             () = gw.stop.cancelled() => return Ended::Shutdown,
+            // A revocation pushed by the controller: at once.
+            () = live.cut.cancelled() => {
+                return Ended::Cut(
+                    still_authorized(gw, conn, claims, target)
+                        .err()
+                        .unwrap_or_else(|| "revoked".to_owned()),
+                );
+            }
             _ = tick.tick() => {
                 if let Err(why) = still_authorized(gw, conn, claims, target) {
                     return Ended::Cut(why);
