@@ -191,6 +191,7 @@ impl Rig {
             firewall: dark.as_ref().map(|d| d.firewall.clone()),
             spa: dark.map(|d| d.spa),
             limits,
+            forward_auth: None,
             routes: vec![
                 route("billing", "/v1/charges"),
                 route("demo", "/"),

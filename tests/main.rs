@@ -14,6 +14,8 @@ mod dark;
 mod dark_controller;
 mod e2e;
 mod enrollment;
+mod forward_auth;
+mod forward_auth_nginx;
 mod login;
 mod multi_controller;
 mod policy_access;

@@ -51,6 +51,9 @@ pub struct RawConfig {
     pub spa: Option<crate::spa_config::RawSpa>,
     /// The pinhole backend of a dark gateway (default nftables).
     pub firewall: Option<umbra_firewall::FirewallConfig>,
+    /// Present: answer `/auth/verify` for a fronting proxy. See
+    /// `forward_auth_config`.
+    pub forward_auth: Option<crate::forward_auth_config::RawForwardAuth>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
 }
@@ -147,6 +150,8 @@ pub struct Config {
     pub limits: Limits,
     /// `Some` when the gateway is dark.
     pub spa: Option<crate::spa_config::SpaConfig>,
+    /// `Some` when the gateway answers forward-auth requests.
+    pub forward_auth: Option<crate::forward_auth_config::ForwardAuthConfig>,
     pub routes: Vec<Route>,
 }
 
@@ -245,6 +250,10 @@ impl RawConfig {
             }
             None => None,
         };
+        let forward_auth = self
+            .forward_auth
+            .map(crate::forward_auth_config::RawForwardAuth::validate)
+            .transpose()?;
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -342,6 +351,7 @@ impl RawConfig {
             workers,
             limits,
             spa,
+            forward_auth,
             routes,
         })
     }

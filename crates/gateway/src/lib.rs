@@ -20,6 +20,8 @@
 //! - [`renew`]: certificate renewal at two thirds of its life.
 //! - [`assertion`]: the signed identity assertion for upstreams.
 //! - [`audit`]: access decisions, uploaded to the controller in batches.
+//! - [`forward_auth`], [`forward_auth_config`]: `/auth/verify` for a
+//!   fronting reverse proxy (nginx `auth_request`, Traefik `forwardAuth`).
 //! - [`tunnel`]: TCP services through a TLS tunnel (ALPN `umbra-tunnel/1`).
 //! - [`server`]: the TLS accept loop.
 //! - [`demo`]: an upstream that echoes what it received (`umbra dev`, tests).
@@ -30,6 +32,8 @@ pub mod authn;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod forward_auth;
+pub mod forward_auth_config;
 pub mod headers;
 pub mod identity;
 /// Path normalization is the policy crate's, so rules and the proxy agree.

@@ -403,6 +403,7 @@ async fn start_gateway(
             ..Default::default()
         }),
         limits: Default::default(),
+        forward_auth: None,
         routes: vec![
             umbra_gateway::config::RawRoute {
                 service: SERVICE.into(),

@@ -132,6 +132,17 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    if let Some(fa) = gateway.config.forward_auth.clone() {
+        let fa_listener = tokio::net::TcpListener::bind(fa.listen)
+            .await
+            .with_context(|| format!("binding forward_auth.listen {}", fa.listen))?;
+        let fa = umbra_gateway::forward_auth::ForwardAuth::new(gateway.clone(), fa)?;
+        tokio::spawn(umbra_gateway::forward_auth::serve(
+            Arc::new(fa),
+            fa_listener,
+            shutdown.clone(),
+        ));
+    }
     umbra_gateway::server::run(gateway, listener, shutdown).await?;
     Ok(())
 }

@@ -1,0 +1,131 @@
+//! `[forward_auth]`: the gateway answers `GET /auth/verify` for a reverse
+//! proxy in front of services (nginx `auth_request`, Traefik
+//! `forwardAuth`), on a listener of its own.
+//!
+//! The listener speaks plain HTTP: the proxy is expected beside the gateway
+//! (loopback or a private interface), and only the addresses in
+//! `trusted_proxies` are answered at all. Everything the proxy forwards —
+//! the original method and URI, the user's address, the client certificate
+//! it verified — is believed only because the proxy is trusted, so the
+//! list is mandatory and there is no "trust everyone" value.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use umbra_policy::rules::matchers::Cidr;
+
+use crate::config::ConfigError;
+
+/// Trusted proxy networks at most (a list this long is a mistake).
+pub const MAX_TRUSTED_PROXIES: usize = 256;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    /// Address of the verify listener (plain HTTP), e.g. `127.0.0.1:9444`.
+    pub listen: String,
+    /// Networks whose requests are answered (`"127.0.0.1/32"`, `"10.0.0.5"`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Where a user without a session logs in; sent in `Location` with 401.
+    pub login_url: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ForwardAuthConfig {
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<Cidr>,
+    pub login_url: Option<http::HeaderValue>,
+}
+
+impl ForwardAuthConfig {
+    /// Whether `ip` is one of the configured proxies (IPv4-mapped IPv6
+    /// addresses match as IPv4).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("forward_auth.{key}"),
+        message: message.into(),
+    }
+}
+
+impl RawForwardAuth {
+    pub fn validate(self) -> Result<ForwardAuthConfig, ConfigError> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        if self.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "trusted_proxies",
+                "list the proxies' addresses (e.g. [\"127.0.0.1/32\"]); \
+                 forwarded headers are believed from them only",
+            ));
+        }
+        if self.trusted_proxies.len() > MAX_TRUSTED_PROXIES {
+            return Err(invalid(
+                "trusted_proxies",
+                format!("at most {MAX_TRUSTED_PROXIES} networks"),
+            ));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .into_iter()
+            .map(|s| Cidr::try_from(s).map_err(|m| invalid("trusted_proxies", m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let login_url = match self.login_url {
+            None => None,
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(
+                http::HeaderValue::from_str(&u)
+                    .map_err(|_| invalid("login_url", "not a valid header value"))?,
+            ),
+            Some(u) => return Err(invalid("login_url", format!("{u:?}: an http(s) URL"))),
+        };
+        Ok(ForwardAuthConfig {
+            listen,
+            trusted_proxies,
+            login_url,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(proxies: &[&str]) -> RawForwardAuth {
+        RawForwardAuth {
+            listen: "127.0.0.1:9444".into(),
+            trusted_proxies: proxies.iter().map(|s| (*s).to_owned()).collect(),
+            login_url: None,
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_required_and_parsed() {
+        assert!(raw(&[]).validate().is_err());
+        assert!(raw(&["10.0.0.1/8"]).validate().is_err(), "host bits set");
+        assert!(raw(&["nonsense"]).validate().is_err());
+        let c = raw(&["127.0.0.1/32", "10.0.0.0/8"])
+            .validate()
+            .expect("valid");
+        assert!(c.trusts("127.0.0.1".parse().expect("ip")));
+        assert!(c.trusts("::ffff:10.2.3.4".parse().expect("ip")));
+        assert!(!c.trusts("127.0.0.2".parse().expect("ip")));
+        assert!(!c.trusts("192.168.1.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn login_url_must_be_a_url() {
+        let mut r = raw(&["127.0.0.1"]);
+        r.login_url = Some("javascript:alert(1)".into());
+        assert!(r.validate().is_err());
+        let mut r = raw(&["127.0.0.1"]);
+        r.login_url = Some("https://login.example/\r\nX: y".into());
+        assert!(r.validate().is_err());
+    }
+}
