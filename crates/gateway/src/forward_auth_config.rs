@@ -119,6 +119,38 @@ mod tests {
         assert!(!c.trusts("192.168.1.1".parse().expect("ip")));
     }
 
+    fn parse(section: &str) -> Result<crate::Config, ConfigError> {
+        let text = format!(
+            "controller_url = \"https://127.0.0.1:8443\"\nlisten = \"127.0.0.1:9443\"\n\
+             state_dir = \"/tmp/x\"\n{section}"
+        );
+        crate::Config::parse(&text, std::path::Path::new("g.toml"))
+    }
+
+    #[test]
+    fn the_section_is_optional_and_checked_in_the_gateway_file() {
+        assert!(parse("").expect("valid").forward_auth.is_none());
+        let c = parse(
+            "[forward_auth]\nlisten = \"127.0.0.1:9444\"\n\
+             trusted_proxies = [\"127.0.0.1/32\"]\nlogin_url = \"https://login.example/\"\n",
+        )
+        .expect("valid");
+        let fa = c.forward_auth.expect("forward_auth");
+        assert_eq!(fa.listen.port(), 9444);
+        assert_eq!(fa.login_url.expect("url"), "https://login.example/");
+        // No proxies listed: refused, naming the key.
+        let e = parse("[forward_auth]\nlisten = \"127.0.0.1:9444\"\n").expect_err("no proxies");
+        assert!(
+            e.to_string().starts_with("forward_auth.trusted_proxies"),
+            "{e}"
+        );
+        // A typo is an error, not a setting silently ignored.
+        assert!(
+            parse("[forward_auth]\nlisten = \"127.0.0.1:9444\"\ntrusted_proxy = [\"127.0.0.1\"]\n")
+                .is_err()
+        );
+    }
+
     #[test]
     fn login_url_must_be_a_url() {
         let mut r = raw(&["127.0.0.1"]);
