@@ -295,6 +295,14 @@ async fn spoofed_methods_uris_and_hosts_are_decided_on_what_the_user_asked() {
     // proxy's, an absolute URI, a path escaping the root: refused.
     let mut twice = Ask::new(&url, &rig, "demo", "/");
     twice.extra.push(("x-original-uri", "/admin".into()));
+    // A client's X-Forwarded-Uri passed through beside the proxy's
+    // X-Original-URI (or the other way round, as Traefik would).
+    let mut both = Ask::new(&url, &rig, "demo", "/");
+    both.extra.push(("x-forwarded-uri", "/".into()));
+    let mut certs = Ask::new(&url, &rig, "demo", "/");
+    certs
+        .extra
+        .push(("x-forwarded-tls-client-cert", escaped(&rig.device.cert_pem)));
     let mut absolute = Ask::new(&url, &rig, "demo", "https://secret/");
     absolute.extra.clear();
     let escape = Ask::new(&url, &rig, "demo", "/../../etc/passwd");
@@ -302,13 +310,15 @@ async fn spoofed_methods_uris_and_hosts_are_decided_on_what_the_user_asked() {
     no_method.method = "";
     for (what, ask) in [
         ("duplicated URI", twice),
+        ("both URI spellings", both),
+        ("both certificate headers", certs),
         ("absolute URI", absolute),
         ("escaping path", escape),
         ("no method", no_method),
     ] {
         let (status, h, body) = ask.send().await;
         assert!(
-            status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,
+            matches!(status.as_u16(), 400 | 401 | 403),
             "{what}: {status} {body}"
         );
         assert!(header(&h, "x-auth-user").is_empty(), "{what}");

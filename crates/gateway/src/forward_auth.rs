@@ -11,7 +11,8 @@
 //! without that proof of possession would be a stolen-token replay away
 //! from access. The proxy terminates the user's mTLS (`ssl_verify_client
 //! on` with the Umbra CA) and forwards the certificate in `X-Client-Cert`
-//! (nginx `$ssl_client_escaped_cert`); the gateway checks it again (chain,
+//! (nginx `$ssl_client_escaped_cert`) or `X-Forwarded-Tls-Client-Cert`
+//! (Traefik `passTLSClientCert`); the gateway checks it again (chain,
 //! validity, revocation) and binds the token to it, exactly as on its own
 //! listener.
 //!
@@ -23,6 +24,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -47,6 +49,8 @@ pub const VERIFY_PATH: &str = "/auth/verify";
 /// The header carrying the client certificate the proxy verified
 /// (URL-escaped PEM, as nginx's `$ssl_client_escaped_cert`).
 pub const CLIENT_CERT_HEADER: &str = "x-client-cert";
+/// Traefik's `passTLSClientCert` header (with `pem = true`).
+pub const TRAEFIK_CERT_HEADER: &str = "x-forwarded-tls-client-cert";
 /// A certificate header longer than this is refused before decoding.
 const MAX_CERT_HEADER: usize = 16 * 1024;
 /// The challenge with a 401 for a missing or invalid session.
@@ -386,12 +390,27 @@ fn single<'h>(h: &'h HeaderMap, names: &[&str]) -> Result<Option<&'h str>, Strin
     Ok(None)
 }
 
+/// The one value of whichever spelling of a header was sent. Both nginx's
+/// and Traefik's spellings at once mean a client added one the proxy did
+/// not replace (Traefik passes `X-Original-URI` through, nginx
+/// `X-Forwarded-Uri` unless told otherwise): refused, since picking one
+/// would let the client choose what is decided.
+fn exclusive<'h>(h: &'h HeaderMap, names: &[&str]) -> Result<Option<&'h str>, String> {
+    if names.iter().filter(|n| h.contains_key(**n)).count() > 1 {
+        return Err(format!(
+            "original_request_ambiguous: more than one of {}",
+            names.join(", ")
+        ));
+    }
+    single(h, names)
+}
+
 fn original(h: &HeaderMap) -> Result<Original, String> {
-    let method = single(h, &["x-original-method", "x-forwarded-method"])?
+    let method = exclusive(h, &["x-original-method", "x-forwarded-method"])?
         .ok_or("original_request_missing: no X-Original-Method or X-Forwarded-Method")?;
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|_| "original_request_invalid: method".to_owned())?;
-    let uri = single(h, &["x-original-uri", "x-forwarded-uri"])?
+    let uri = exclusive(h, &["x-original-uri", "x-forwarded-uri"])?
         .ok_or("original_request_missing: no X-Original-URI or X-Forwarded-Uri")?;
     // Origin form only: an absolute URI would name a host of its own.
     if !uri.starts_with('/') {
@@ -400,11 +419,11 @@ fn original(h: &HeaderMap) -> Result<Original, String> {
     let raw_path = uri.split(['?', '#']).next().unwrap_or_default();
     let path =
         path::normalize(raw_path).map_err(|e| format!("original_request_invalid: path: {e}"))?;
-    let host = single(h, &["x-forwarded-host", "host"])?
+    let host = single(h, &["x-forwarded-host"])?
         .and_then(|h| h.parse::<http::uri::Authority>().ok())
         .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
         .filter(|h| !h.is_empty())
-        .ok_or("original_request_missing: no valid X-Forwarded-Host or Host")?;
+        .ok_or("original_request_missing: no valid X-Forwarded-Host")?;
     let client = match single(h, &["x-real-ip"])? {
         Some(ip) => ip.parse::<IpAddr>().ok(),
         // The last entry is the one the trusted proxy added itself.
@@ -427,15 +446,10 @@ fn client_certificate(
     h: &HeaderMap,
     now: i64,
 ) -> Result<PeerCertificate, String> {
-    let raw = single(h, &[CLIENT_CERT_HEADER])?
+    let raw = exclusive(h, &[CLIENT_CERT_HEADER, TRAEFIK_CERT_HEADER])?
         .filter(|v| !v.is_empty())
         .ok_or("no_client_certificate: the proxy sent no X-Client-Cert")?;
-    if raw.len() > MAX_CERT_HEADER {
-        return Err("client_certificate_malformed: too long".into());
-    }
-    let pem = percent_encoding::percent_decode_str(raw).collect::<Vec<u8>>();
-    let der = CertificateDer::from_pem_slice(&pem)
-        .map_err(|e| format!("client_certificate_malformed: {e}"))?;
+    let der = parse_certificate(raw)?;
     let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(now).unwrap_or_default(),
     ));
@@ -447,6 +461,24 @@ fn client_certificate(
         .map_err(|e| format!("client_certificate_refused: {e:?}"))?;
     PeerCertificate::parse(&der, &fa.gw.trust_domain)
         .map_err(|e| format!("client_certificate_refused: {e}"))
+}
+
+/// URL-escaped PEM (nginx), or URL-escaped base64 DER without the PEM
+/// lines, leaf first and comma-separated from its chain (Traefik).
+fn parse_certificate(raw: &str) -> Result<CertificateDer<'static>, String> {
+    if raw.len() > MAX_CERT_HEADER {
+        return Err("client_certificate_malformed: too long".into());
+    }
+    let decoded = percent_encoding::percent_decode_str(raw).collect::<Vec<u8>>();
+    if decoded.starts_with(b"-----BEGIN") {
+        return CertificateDer::from_pem_slice(&decoded)
+            .map_err(|e| format!("client_certificate_malformed: {e}"));
+    }
+    let leaf = decoded.split(|b| *b == b',').next().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(leaf)
+        .map(CertificateDer::from)
+        .map_err(|e| format!("client_certificate_malformed: {e}"))
 }
 
 fn bearer(h: &HeaderMap) -> Option<&str> {
@@ -500,6 +532,26 @@ mod tests {
     }
 
     #[test]
+    fn certificates_are_read_as_nginx_and_traefik_forward_them() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["x".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let escape = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let nginx = escape(&cert.pem());
+        assert_eq!(parse_certificate(&nginx).expect("pem"), *cert.der());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.der());
+        let traefik = escape(&format!("{b64},{b64}"));
+        assert_eq!(parse_certificate(&traefik).expect("der"), *cert.der());
+        assert!(parse_certificate("%%%").is_err());
+        assert!(parse_certificate("-----BEGIN%20CERTIFICATE-----").is_err());
+        assert!(parse_certificate(&"A".repeat(MAX_CERT_HEADER + 1)).is_err());
+    }
+
+    #[test]
     fn missing_duplicated_or_odd_headers_are_refused() {
         for drop in ["x-original-method", "x-original-uri", "x-real-ip"] {
             let pairs: Vec<_> = BASE.iter().copied().filter(|(k, _)| *k != drop).collect();
@@ -508,6 +560,15 @@ mod tests {
         let mut twice = BASE.to_vec();
         twice.push(("x-original-uri", "/"));
         assert!(original(&headers(&twice)).is_err());
+        for other in [("x-forwarded-uri", "/"), ("x-forwarded-method", "GET")] {
+            let mut both = BASE.to_vec();
+            both.push(other);
+            assert!(original(&headers(&both)).is_err(), "{other:?}");
+        }
+        // Host is the verify request's own (the proxy's upstream name).
+        let mut host_only = BASE.to_vec();
+        host_only[2] = ("host", "billing");
+        assert!(original(&headers(&host_only)).is_err());
         let mut absolute = BASE.to_vec();
         absolute[1] = ("x-original-uri", "http://evil/");
         assert!(original(&headers(&absolute)).is_err());
