@@ -20,5 +20,6 @@ mod login;
 mod multi_controller;
 mod policy_access;
 mod policy_api;
+mod rule_tests;
 mod spa;
 mod tokens;

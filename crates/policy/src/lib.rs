@@ -14,6 +14,8 @@
 //! - [`rego`]: Rego (OPA-compatible) on regorus: policy sets compiled once,
 //!   evaluated many times, switched atomically.
 //! - [`rules`]: native access rules from TOML, first match wins.
+//! - [`ruletest`]: `*_test.toml` case files for native rules, parsed and
+//!   run (what `umbra policy test` runs beside the Rego tests).
 //! - [`compliance`]: device compliance policies (`high_security`,
 //!   `standard`), each failing check named.
 //! - [`decision`]: the one decision interface: [`decision::DecisionInput`]
@@ -26,6 +28,7 @@ pub mod path;
 pub mod rego;
 pub mod risk;
 pub mod rules;
+pub mod ruletest;
 
 // The tests that read like integration tests (fixtures, OPA's answers) run
 // in the unit-test binary; `umbra_policy::` names this crate there.

@@ -7,6 +7,10 @@
 //! of `data`, and a directory contributes every such file below it, its JSON
 //! placed under the file's directory path relative to the directory given
 //! (`-d dir` with `dir/a/b/x.json` puts it at `data.a.b`).
+//!
+//! `test` also runs native-rule tests: each `*_test.toml` below the paths
+//! names a native policy file and lists cases
+//! (`umbra_policy::ruletest`); this file only finds and reads them.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,8 +18,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
-use umbra_policy::decision::DECISION_QUERY;
+use umbra_policy::decision::{DECISION_QUERY, DecisionPoint};
 use umbra_policy::rego::{PolicySet, PolicySetBuilder, RegoVersion};
+use umbra_policy::rules::{ConfigError, PolicyConfig};
+use umbra_policy::ruletest::TestFile;
 
 /// A command that failed in a way it has already printed; `main` exits
 /// with this status without an `error:` line.
@@ -40,8 +46,9 @@ pub struct PolicyArgs {
 enum PolicyCommand {
     /// Evaluate a query and print what `opa eval` prints (`{}` when undefined).
     Eval(EvalArgs),
-    /// Run the `test_*` rules of every `*_test.rego` file, as `opa test`
-    /// (exit status 2 when a test fails or errs).
+    /// Run the `test_*` rules of every `*_test.rego` file, as `opa test`,
+    /// and the cases of every native-rule `*_test.toml` file (exit status 2
+    /// when a test fails or errs, 1 when a file does not load).
     Test {
         /// Files or directories holding the modules, their tests and data.
         #[arg(required = true)]
@@ -293,7 +300,72 @@ fn test_names(source: &str) -> Vec<String> {
     names
 }
 
+/// Test results across both kinds of test.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    errored: usize,
+    /// Files (or a Rego set) that did not load, so their tests did not run.
+    invalid: usize,
+}
+
 fn test(paths: &[PathBuf], verbose: bool) -> Result<()> {
+    let native = native_tests(paths)?;
+    // A `_test.toml` file named on the command line is a native test, not
+    // a module.
+    let rego_paths: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| p.is_dir() || !is_native_test(p))
+        .cloned()
+        .collect();
+    let mut t = Tally::default();
+    if !rego_paths.is_empty() {
+        rego_tests(&rego_paths, verbose, &mut t)?;
+    }
+    for path in &native {
+        if let Err(e) = native_test(path, verbose, &mut t) {
+            eprintln!("{e}");
+            t.invalid += 1;
+        }
+    }
+    let (passed, failed, errored) = (t.passed, t.failed, t.errored);
+    let total = passed + failed + errored;
+    if total == 0 {
+        if t.invalid > 0 {
+            return Err(Exit(1).into());
+        }
+        bail!(
+            "no tests found (rules named test_* in *_test.rego files, [[case]] tables in *_test.toml files)"
+        );
+    }
+    if failed + errored > 0 || verbose {
+        println!("{}", "-".repeat(80));
+    }
+    if passed > 0 {
+        println!("PASS: {passed}/{total}");
+    }
+    if failed > 0 {
+        println!("FAIL: {failed}/{total}");
+    }
+    if errored > 0 {
+        println!("ERROR: {errored}/{total}");
+    }
+    if t.invalid > 0 {
+        eprintln!(
+            "{} file(s) did not load; their tests did not run",
+            t.invalid
+        );
+        return Err(Exit(1).into());
+    }
+    if failed + errored > 0 {
+        return Err(Exit(2).into());
+    }
+    Ok(())
+}
+
+/// The `*_test.rego` modules' `test_*` rules, as `opa test` runs them.
+fn rego_tests(paths: &[PathBuf], verbose: bool, t: &mut Tally) -> Result<()> {
     let sources = collect(paths)?;
     let mut b = builder(false);
     let loaded = load(&mut b, &sources, RegoVersion::Auto)
@@ -302,10 +374,10 @@ fn test(paths: &[PathBuf], verbose: bool) -> Result<()> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            return Err(Exit(1).into());
+            t.invalid += 1;
+            return Ok(());
         }
     };
-    let (mut passed, mut failed, mut errored) = (0usize, 0usize, 0usize);
     for s in sources
         .iter()
         .filter(|s| s.kind == Kind::Module && s.path.to_string_lossy().ends_with("_test.rego"))
@@ -327,47 +399,129 @@ fn test(paths: &[PathBuf], verbose: bool) -> Result<()> {
             let took = format_duration(start.elapsed());
             match outcome {
                 Ok(r) if r.single_value() == Some(&Value::Bool(true)) => {
-                    passed += 1;
+                    t.passed += 1;
                     if verbose {
                         lines.push(format!("{query}: PASS ({took})"));
                     }
                 }
                 Ok(_) => {
-                    failed += 1;
+                    t.failed += 1;
                     lines.push(format!("{query}: FAIL ({took})"));
                 }
                 Err(e) => {
-                    errored += 1;
+                    t.errored += 1;
                     lines.push(format!("{query}: ERROR ({took})\n  {e}"));
                 }
             }
         }
-        if !lines.is_empty() {
-            println!("{file}:");
-            for l in lines {
-                println!("{l}");
-            }
+        print_file(&file, &lines);
+    }
+    Ok(())
+}
+
+fn print_file(file: &str, lines: &[String]) {
+    if !lines.is_empty() {
+        println!("{file}:");
+        for l in lines {
+            println!("{l}");
         }
     }
-    let total = passed + failed + errored;
-    if total == 0 {
-        bail!("no tests found (rules named test_* in *_test.rego files)");
+}
+
+fn is_native_test(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with("_test.toml"))
+}
+
+/// Every `*_test.toml` under the paths (hidden entries skipped, as for
+/// modules), in a stable order.
+fn native_tests(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk_tests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                walk_tests(&path, out)?;
+            } else if is_native_test(&path) {
+                out.push(path);
+            }
+        }
+        Ok(())
     }
-    if failed + errored > 0 || verbose {
-        println!("{}", "-".repeat(80));
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk_tests(p, &mut out)?;
+        } else if is_native_test(p) {
+            out.push(p.clone());
+        }
     }
-    if passed > 0 {
-        println!("PASS: {passed}/{total}");
+    Ok(out)
+}
+
+/// `file:line:col: message`, or `file: message` when there is no place.
+fn located(file: &str, e: &ConfigError) -> String {
+    if e.line == 0 {
+        format!("{file}: {}", e.message)
+    } else {
+        format!("{file}:{}:{}: {}", e.line, e.column, e.message)
     }
-    if failed > 0 {
-        println!("FAIL: {failed}/{total}");
+}
+
+/// Runs one native test file against the policy it names; `Err` is the
+/// located reason it could not run.
+fn native_test(path: &Path, verbose: bool, t: &mut Tally) -> Result<(), String> {
+    let file = path.display().to_string();
+    let text = read(path).map_err(|e| format!("{e:#}"))?;
+    let tests = TestFile::from_toml(&text).map_err(|e| located(&file, &e))?;
+    // Relative to the test file, wherever that leads (`../` included): the
+    // author names the file, and a missing one is an error that says so.
+    let policy = path.parent().unwrap_or(Path::new("")).join(&tests.policy);
+    let (line, column) = tests.policy_at;
+    let policy_text = std::fs::read_to_string(&policy).map_err(|e| {
+        format!(
+            "{file}:{line}:{column}: policy file {:?} ({}) cannot be read: {e}",
+            tests.policy,
+            policy.display()
+        )
+    })?;
+    let config = PolicyConfig::from_toml(&policy_text).map_err(|e| {
+        format!(
+            "{} (the policy {file} tests)",
+            located(&policy.display().to_string(), &e)
+        )
+    })?;
+    let point = DecisionPoint::new(config);
+    let mut lines = Vec::new();
+    for case in &tests.cases {
+        let start = Instant::now();
+        let result = case.run(&point);
+        let took = format_duration(start.elapsed());
+        if result.passed() {
+            t.passed += 1;
+            if verbose {
+                lines.push(format!("{}: PASS ({took})", case.name));
+            }
+        } else {
+            t.failed += 1;
+            lines.push(format!("{}: FAIL ({took})", case.name));
+            lines.push(format!("  at {file}:{}", case.line));
+            lines.extend(
+                result
+                    .explain(&case.expect)
+                    .iter()
+                    .map(|l| format!("  {l}")),
+            );
+        }
     }
-    if errored > 0 {
-        println!("ERROR: {errored}/{total}");
-    }
-    if failed + errored > 0 {
-        return Err(Exit(2).into());
-    }
+    print_file(&file, &lines);
     Ok(())
 }
 
