@@ -38,7 +38,7 @@ use toml::Spanned;
 use crate::decision::{
     Condition, Context, DecisionInput, DecisionPoint, Device, Outcome, Request, Risk, Subject,
 };
-use crate::rules::{ConfigError, MAX_POLICY_FILE_BYTES};
+use crate::rules::{ConfigError, MAX_POLICY_FILE_BYTES, line_col};
 
 mod run;
 pub use run::{CaseResult, Mismatch};
@@ -238,14 +238,6 @@ fn at((line, column): (usize, usize), message: String) -> ConfigError {
         column,
         message,
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod matchers;
 
 use std::net::IpAddr;
 
+pub(crate) use config::line_col;
 pub use config::{ConfigError, MAX_POLICY_FILE_BYTES, MAX_RULES, PolicyConfig, RiskPolicy};
 use matchers::{Cidr, Method, PathPrefix, Ports, SpiffePattern, TimeWindow};
 
