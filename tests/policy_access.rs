@@ -158,6 +158,29 @@ async fn a_rule_that_wants_a_fresh_mfa_steps_up_and_only_a_fresh_totp_meets_it()
     );
     let (status, body) = step_up(&rig, &rig.token, "1234567890123456789").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // A forged token: this session's, with its MFA time moved to now and
+    // the signature kept.
+    let mut parts: Vec<String> = rig.token.split('.').map(str::to_owned).collect();
+    let payload =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &parts[1])
+            .expect("payload");
+    let mut claims: Value = serde_json::from_slice(&payload).expect("claims");
+    claims["mfa_at"] = json!(rig.tc.now());
+    parts[1] = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims.to_string(),
+    );
+    let forged = parts.join(".");
+    let (status, _) = step_up(&rig, &forged, &oathtool(secret, rig.tc.now())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a forged token");
+    let (status, _) = rig
+        .get(&rig.device, "billing", admin, Some(&forged), &[])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "nor does the gateway take it"
+    );
 
     // The real thing: a fresh code, a new token for the same session.
     let (status, body) = step_up(&rig, &rig.token, &oathtool(secret, rig.tc.now())).await;
@@ -228,7 +251,8 @@ async fn repeated_bad_step_up_codes_lock_the_account_like_bad_logins() {
     );
 }
 
-/// Sends `healthy` posture for the rig's device (its certificate).
+/// Sends a posture report for the rig's device (its certificate), with the
+/// firewall on or off, and waits until the gateway has it.
 async fn demo(rig: &Rig) -> StatusCode {
     rig.get(&rig.device, "demo", "/", Some(&rig.token), &[])
         .await
@@ -244,6 +268,20 @@ async fn report(rig: &Rig, firewall: bool) {
         .post("/api/v1/devices/posture", None, json!({ "posture": p }))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Pushed to the gateway as `posture_changed`.
+    let (gw, device) = (rig.gw.clone(), rig.device.id.clone());
+    eventually(
+        "the posture reached the gateway",
+        Duration::from_secs(10),
+        || {
+            gw.view
+                .read()
+                .postures
+                .get(&device)
+                .is_some_and(|p| p.firewall_enabled == firewall)
+        },
+    )
+    .await;
 }
 
 const FIREWALL_POLICY: &str = r#"
@@ -261,20 +299,6 @@ async fn compliance_is_decided_at_the_gateway_from_the_latest_posture() {
     assert_eq!(demo(&rig).await, StatusCode::OK, "enrolled with a firewall");
 
     report(&rig, false).await;
-    let gw = rig.gw.clone();
-    let device = rig.device.id.clone();
-    eventually(
-        "the posture reached the gateway",
-        Duration::from_secs(10),
-        || {
-            gw.view
-                .read()
-                .postures
-                .get(&device)
-                .is_some_and(|p| !p.firewall_enabled)
-        },
-    )
-    .await;
     // The peer learns nothing; the audit trail names the failing check.
     assert_eq!(demo(&rig).await, StatusCode::NOT_FOUND);
     rig.tc
@@ -282,18 +306,6 @@ async fn compliance_is_decided_at_the_gateway_from_the_latest_posture() {
         .await;
 
     report(&rig, true).await;
-    eventually(
-        "the fixed posture reached the gateway",
-        Duration::from_secs(10),
-        || {
-            gw.view
-                .read()
-                .postures
-                .get(&device)
-                .is_some_and(|p| p.firewall_enabled)
-        },
-    )
-    .await;
     assert_eq!(demo(&rig).await, StatusCode::OK);
 }
 
@@ -301,20 +313,6 @@ async fn compliance_is_decided_at_the_gateway_from_the_latest_posture() {
 async fn report_only_compliance_lets_through_and_says_what_it_would_have_denied() {
     let (rig, _policy) = rig_with_policy(&FIREWALL_POLICY.replace("REPORT_ONLY", "true")).await;
     report(&rig, false).await;
-    let gw = rig.gw.clone();
-    let device = rig.device.id.clone();
-    eventually(
-        "the posture reached the gateway",
-        Duration::from_secs(10),
-        || {
-            gw.view
-                .read()
-                .postures
-                .get(&device)
-                .is_some_and(|p| !p.firewall_enabled)
-        },
-    )
-    .await;
     let (status, _) = rig
         .get(&rig.device, "demo", "/", Some(&rig.token), &[])
         .await;

@@ -59,9 +59,11 @@ pub fn personalize(c: &Controller, gateway: &str, json: &str) -> String {
 
 /// Every approved device of an active user... and of a suspended one (the
 /// gateway refuses those by its user list), with gateway `gateway`'s keys.
+/// `devices` is the store's device list, which the caller already has.
 pub async fn devices_for(
     c: &Controller,
     gateway: &str,
+    devices: &[umbra_store::DeviceRecord],
 ) -> Result<Vec<SpaDevice>, umbra_store::StoreError> {
     let users: std::collections::HashMap<String, Vec<String>> = c
         .store
@@ -70,17 +72,15 @@ pub async fn devices_for(
         .into_iter()
         .map(|u| (u.id, u.groups))
         .collect();
-    Ok(c.store
-        .list_devices()
-        .await?
-        .into_iter()
+    Ok(devices
+        .iter()
         .filter(|d| d.status == umbra_proto::api::DeviceStatus::Approved)
         .filter_map(|d| {
             Some(SpaDevice {
                 key: gateway_key(c, &d.id, gateway)?,
                 groups: users.get(&d.user_id).cloned().unwrap_or_default(),
-                user: d.user_name,
-                device: d.id,
+                user: d.user_name.clone(),
+                device: d.id.clone(),
             })
         })
         .collect())

@@ -136,18 +136,22 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<Source>> {
     Ok(out)
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Source>) -> Result<()> {
+/// The entries of `dir` in name order, hidden ones (`.…`) left out, as
+/// `opa` walks a directory.
+fn visible_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     let mut entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading {}", dir.display()))?;
+    entries.retain(|e| !e.file_name().to_string_lossy().starts_with('.'));
     entries.sort_by_key(std::fs::DirEntry::file_name);
-    for entry in entries {
+    Ok(entries)
+}
+
+fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Source>) -> Result<()> {
+    for entry in visible_entries(dir)? {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
         if entry.file_type()?.is_dir() {
             prefix.push(name);
             walk(&path, prefix, out)?;
@@ -437,16 +441,8 @@ fn is_native_test(path: &Path) -> bool {
 /// modules), in a stable order.
 fn native_tests(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk_tests(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("reading {}", dir.display()))?;
-        entries.sort_by_key(std::fs::DirEntry::file_name);
-        for entry in entries {
+        for entry in visible_entries(dir)? {
             let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
             if entry.file_type()?.is_dir() {
                 walk_tests(&path, out)?;
             } else if is_native_test(&path) {

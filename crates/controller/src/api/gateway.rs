@@ -475,6 +475,7 @@ fn is_own_revocation(json: &str, name: &str) -> bool {
 
 async fn snapshot(c: &Controller, gateway: &str) -> Result<Snapshot, umbra_store::StoreError> {
     let now = c.now();
+    let devices = c.store.list_devices().await?;
     let r = c.store.revocations(now).await?;
     let grants = c
         .store
@@ -496,22 +497,19 @@ async fn snapshot(c: &Controller, gateway: &str) -> Result<Snapshot, umbra_store
         },
         grants,
         jwks: serde_json::to_value(c.signer.jwks(now)).unwrap_or_default(),
-        spa_devices: crate::spa::devices_for(c, gateway).await?,
+        spa_devices: crate::spa::devices_for(c, gateway, &devices).await?,
         policy: crate::policies::gateway_bundle(
             &c.store.policy_snapshot().await?,
             &c.config.policy.text,
         )
         .map_err(|e| umbra_store::StoreError::Corrupt(e.to_string()))?,
-        postures: c
-            .store
-            .list_devices()
-            .await?
-            .into_iter()
+        postures: devices
+            .iter()
             .filter(|d| d.status == umbra_proto::api::DeviceStatus::Approved)
             .filter_map(|d| {
                 Some(umbra_proto::control::DevicePosture {
                     posture: serde_json::from_str(&d.posture).ok()?,
-                    device: d.id,
+                    device: d.id.clone(),
                 })
             })
             .collect(),
