@@ -2,30 +2,12 @@
 
 use serde_json::{Value as Json, json};
 
+// The repository's policy files, as the OPA comparison loads them.
+use crate::opa_compat::FILES;
 use crate::rego::{PolicySet, PolicySetBuilder, RegoVersion};
 
 /// OPA's answers on the repository's policies (see tests/opa_compat.rs).
 const CASES: &str = include_str!("../../../tests/fixtures/opa_cases.json");
-
-macro_rules! policy_file {
-    ($path:literal) => {
-        (
-            $path,
-            include_str!(concat!("../../../../../policies/", $path)),
-        )
-    };
-}
-
-const FILES: &[(&str, &str)] = &[
-    policy_file!("seeds/service_auth.rego"),
-    policy_file!("seeds/service_auth.data.json"),
-    policy_file!("seeds/zerotrust.rego"),
-    policy_file!("seeds/compliance.rego"),
-    policy_file!("seeds/compliance.data.json"),
-    policy_file!("seeds/v0/service_auth.rego"),
-    policy_file!("umbra/authz.rego"),
-    policy_file!("umbra/data.json"),
-];
 
 fn set_of(paths: &[&str], bytecode: bool) -> PolicySet {
     let mut b = PolicySetBuilder::default().bytecode(bytecode);
