@@ -906,7 +906,7 @@ impl Rig {
         (tmp, dir)
     }
 
-    fn tcp_access(&self, service: &str) -> umbra_proto::control::ServiceAccess {
+    pub fn tcp_access(&self, service: &str) -> umbra_proto::control::ServiceAccess {
         umbra_proto::control::ServiceAccess {
             name: service.into(),
             gateway_url: self.gw_url.clone(),
@@ -918,7 +918,7 @@ impl Rig {
     }
 }
 
-async fn echo_round_trip<S>(s: &mut S, text: &[u8])
+pub async fn echo_round_trip<S>(s: &mut S, text: &[u8])
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

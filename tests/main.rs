@@ -10,6 +10,7 @@ mod support;
 mod access;
 mod admin_api;
 mod cli;
+mod continuous;
 mod dark;
 mod dark_controller;
 mod e2e;

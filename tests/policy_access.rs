@@ -14,7 +14,7 @@ use crate::cli::{agent_cli, connect, curl};
 use crate::support::{Body, error_code, free_port, oathtool, posture};
 
 /// A rig whose controller reads `policy` as its native policy file.
-async fn rig_with_policy(policy: &str) -> (Rig, tempfile::TempDir) {
+pub async fn rig_with_policy(policy: &str) -> (Rig, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, policy).expect("policy file");
@@ -28,7 +28,7 @@ async fn rig_with_policy(policy: &str) -> (Rig, tempfile::TempDir) {
 
 /// Moves the shared clock on, then waits for the gateway's next heartbeat:
 /// a jump past the staleness bound makes it fail closed until then.
-async fn advance(rig: &Rig, secs: i64) {
+pub async fn advance(rig: &Rig, secs: i64) {
     rig.tc.clock.advance(secs);
     let view = rig.gw.view.clone();
     eventually(
@@ -50,7 +50,7 @@ paths = ["/v1/charges/admin"]
 max_mfa_age_seconds = 300
 "#;
 
-async fn step_up(rig: &Rig, token: &str, code: &str) -> (StatusCode, Value) {
+pub async fn step_up(rig: &Rig, token: &str, code: &str) -> (StatusCode, Value) {
     rig.tc
         .with_device(&rig.device)
         .call(
@@ -253,13 +253,13 @@ async fn repeated_bad_step_up_codes_lock_the_account_like_bad_logins() {
 
 /// Sends a posture report for the rig's device (its certificate), with the
 /// firewall on or off, and waits until the gateway has it.
-async fn demo(rig: &Rig) -> StatusCode {
+pub async fn demo(rig: &Rig) -> StatusCode {
     rig.get(&rig.device, "demo", "/", Some(&rig.token), &[])
         .await
         .0
 }
 
-async fn report(rig: &Rig, firewall: bool) {
+pub async fn report(rig: &Rig, firewall: bool) {
     let mut p = posture(true);
     p["firewall_enabled"] = json!(firewall);
     let (status, body) = rig
@@ -299,14 +299,28 @@ async fn compliance_is_decided_at_the_gateway_from_the_latest_posture() {
     assert_eq!(demo(&rig).await, StatusCode::OK, "enrolled with a firewall");
 
     report(&rig, false).await;
+    // The controller ends the live session (`on_failure` defaults to
+    // terminate: tests/continuous.rs); a session opened now, on the
+    // failing device, is refused by the gateway's own check.
+    rig.tc
+        .wait_audit("session.reevaluate", "terminate: device fails")
+        .await;
+    advance(&rig, 30).await;
+    let (status, login) = rig.tc.login(&rig.device, &rig.alice).await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let token = login["token"].as_str().expect("token").to_owned();
+    let demo_with = |token: String| {
+        let rig = &rig;
+        async move { rig.get(&rig.device, "demo", "/", Some(&token), &[]).await.0 }
+    };
     // The peer learns nothing; the audit trail names the failing check.
-    assert_eq!(demo(&rig).await, StatusCode::NOT_FOUND);
+    assert_eq!(demo_with(token.clone()).await, StatusCode::NOT_FOUND);
     rig.tc
         .wait_audit("gateway.access", "Firewall is disabled")
         .await;
 
     report(&rig, true).await;
-    assert_eq!(demo(&rig).await, StatusCode::OK);
+    assert_eq!(demo_with(token).await, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -271,6 +271,40 @@ async fn a_pinhole_expires_but_the_connection_it_let_in_lives_on() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn suspending_the_user_closes_the_pinholes_their_knocks_opened() {
+    let rig = Rig::start_dark(30).await;
+    let packet = knock_for(
+        &rig,
+        &rig.device,
+        "gw1",
+        &["demo"],
+        OpenAddr::Source,
+        unix_now(),
+    );
+    send_from(&rig, "127.0.0.6", &packet).await;
+    opened_for(&rig, "127.0.0.6").await;
+    let pinholes = rig.gw.pinholes.clone().expect("a dark gateway");
+    let open_from =
+        |list: &[umbra_firewall::OpenPinhole]| list.iter().any(|p| p.key.source == ip("127.0.0.6"));
+    assert!(open_from(&pinholes.list().await.expect("list")));
+
+    rig.tc
+        .admin_post("/api/v1/admin/users/alice/suspend", serde_json::json!({}))
+        .await;
+    // Well before its 30 s would run out.
+    let mut closed = false;
+    for _ in 0..100 {
+        if !open_from(&pinholes.list().await.expect("list")) {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the pinhole outlived the suspension");
+    refused_from(&rig, "127.0.0.6", "a suspended user's pinhole").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_device_knocks_in_vain() {
     let rig = Rig::start_dark(30).await;
     let packet = knock_for(

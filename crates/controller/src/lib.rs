@@ -14,6 +14,7 @@
 //! - [`policies`]: the Rego set served on the OPA Data API, rebuilt when
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
+//! - [`reevaluate`]: continuous verification of every live session.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
@@ -29,6 +30,7 @@ pub mod password;
 pub mod policies;
 pub mod ratelimit;
 pub mod recovery;
+pub mod reevaluate;
 mod risk;
 pub mod secrets;
 pub mod server;

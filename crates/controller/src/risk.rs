@@ -27,6 +27,13 @@ pub async fn at_login(
     source: IpAddr,
     now: i64,
 ) -> Result<Risk, Failure> {
+    let baseline = baseline(c, user, now).await?;
+    Ok(assess(c, user, posture, source, &baseline, now))
+}
+
+/// What is usual for `user`: learned from their allowed logins and
+/// accesses of the last `baseline_days`.
+pub async fn baseline(c: &Controller, user: &UserRecord, now: i64) -> Result<Baseline, Failure> {
     let engine = &c.config.policy.config.risk.engine;
     let since = now.saturating_sub(i64::from(engine.baseline_days) * 86_400);
     let history = c
@@ -34,8 +41,21 @@ pub async fn at_login(
         .audit_by_actor(&format!("user:{}", user.name), since, HISTORY_LIMIT)
         .await?;
     let events: Vec<AccessEvent> = history.iter().filter_map(access_event).collect();
-    let baseline = Baseline::learn(&events, now, engine);
-    Ok(engine.assess(&RiskSignals {
+    Ok(Baseline::learn(&events, now, engine))
+}
+
+/// Scores `user` from `source` on a device reporting `posture`, against a
+/// baseline already learned.
+pub fn assess(
+    c: &Controller,
+    user: &UserRecord,
+    posture: &PostureReport,
+    source: IpAddr,
+    baseline: &Baseline,
+    now: i64,
+) -> Risk {
+    let engine = &c.config.policy.config.risk.engine;
+    engine.assess(&RiskSignals {
         now,
         source: Some(source),
         posture: Some(posture),
@@ -43,8 +63,8 @@ pub async fn at_login(
         service: None,
         sensitivity: None,
         recent_failures: user.failed_logins,
-        baseline: Some(&baseline),
-    }))
+        baseline: Some(baseline),
+    })
 }
 
 /// An allowed login or gateway access, as the baseline learns it.

@@ -120,6 +120,10 @@ pub async fn run_with(
     let poll = controller.config.event_poll;
     tokio::spawn(crate::events::tail(controller.clone(), poll));
     tokio::spawn(crate::policies::watch(controller.clone(), poll));
+    tokio::spawn(crate::reevaluate::run(
+        controller.clone(),
+        crate::reevaluate::TICK,
+    ));
     let Listeners {
         main,
         public,

@@ -60,6 +60,8 @@ pub struct Controller {
     pub knock_counters: crate::knock::KnockCounters,
     /// The Rego policy set served on the OPA Data API.
     pub policies: crate::policies::Policies,
+    /// Live sessions to judge again before their time.
+    pub reevaluation: crate::reevaluate::Reevaluation,
 }
 
 impl std::fmt::Debug for Controller {
@@ -130,6 +132,7 @@ impl Controller {
             dark: std::sync::OnceLock::new(),
             knock_counters: crate::knock::KnockCounters::default(),
             policies: crate::policies::Policies::default(),
+            reevaluation: crate::reevaluate::Reevaluation::default(),
         };
         // The CA certificate is public: written where operators and agents'
         // installers can pick it up (and check its fingerprint out of band).

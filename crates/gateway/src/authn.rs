@@ -80,6 +80,11 @@ pub fn verify(
         .cloned();
     let claims = match cached {
         Some(c) => c,
+        // Cut off from the controller: a session not seen before is refused
+        // (a known one is served until the staleness bound).
+        None if !view.connected.load(std::sync::atomic::Ordering::Relaxed) => {
+            return Err("controller_unreachable_new_session");
+        }
         None => {
             let c = verify_signature(view, issuer, token)?;
             let mut cache = view

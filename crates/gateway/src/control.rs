@@ -8,8 +8,12 @@
 //! `resync_interval` it asks for a full snapshot anyway, a safety net under
 //! the pushed events, not the way they arrive.
 //!
-//! While disconnected the view ages; past `max_staleness` it refuses every
-//! request ([`crate::view::View::is_fresh`]).
+//! Fail closed, bounded: while disconnected the gateway serves only the
+//! sessions it has already seen (a new one could have been revoked where
+//! it cannot hear), and the view ages; past `max_staleness` it refuses
+//! every request and ends every live connection
+//! ([`crate::view::View::is_fresh`]). Each outage is logged once as it
+//! begins, once when the bound passes, and once when the channel is back.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +94,8 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .is_some();
     let mut want_snapshot = true;
+    // Said once per outage, not at every retry.
+    let mut stale_logged = false;
     loop {
         if !registered {
             match register(&gw).await {
@@ -105,6 +111,9 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         } else {
             End::Resume("not registered".into())
         };
+        // Whether this break ends a working channel (said once per outage).
+        let was_connected =
+            gw.view.seq().is_some() && gw.view.read().connected.swap(false, Ordering::Relaxed);
         match end {
             End::Shutdown => return,
             End::Revoked => {
@@ -113,7 +122,22 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
                 return;
             }
             End::Resume(why) => {
-                tracing::info!(reason = %why, "control channel lost; resuming");
+                let fresh_for = gw.view.fresh_for();
+                if was_connected {
+                    tracing::warn!(
+                        reason = %why,
+                        fresh_for_secs = fresh_for,
+                        "control channel lost; serving sessions already seen, refusing new \
+                         ones, and everything once the view is stale; reconnecting"
+                    );
+                } else if fresh_for <= 0 && !stale_logged {
+                    tracing::error!(
+                        reason = %why,
+                        "controller unreachable past the staleness bound: refusing every \
+                         request until it is back"
+                    );
+                    stale_logged = true;
+                }
                 want_snapshot = false;
             }
             End::Resync(why) => {
@@ -125,6 +149,7 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
         if gw.view.is_fresh() {
             // The channel was working: a fresh break gets a quick retry.
             backoff = backoff.min(BACKOFF_MIN);
+            stale_logged = false;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -179,17 +204,22 @@ async fn session(gw: &Gateway, shutdown: &CancellationToken, snapshot: bool) -> 
     }
 }
 
-/// Cuts the live connections the view now lists as revoked.
+/// Cuts the live connections the view now lists as revoked, and closes
+/// the pinholes of revoked devices and suspended users.
 fn cut_revoked(gw: &Gateway) {
     let cut = gw.live.cut_revoked(&gw.view.read());
     if cut > 0 {
         tracing::info!(sessions = cut, "live connections cut on revocation");
     }
+    crate::spa::close_revoked(gw);
 }
 
 fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
     if line.is_empty() {
         return None;
+    }
+    if gw.view.seq().is_some() && !gw.view.read().connected.load(Ordering::Relaxed) {
+        tracing::info!("control channel restored; new sessions are served again");
     }
     let frame: ControlFrame = match serde_json::from_slice(line) {
         Ok(f) => f,

@@ -317,19 +317,16 @@ fn decide<B>(
         "service:{} {} {}",
         route.service, original.method, original.path
     );
-    let decision = view.policy.decide(
-        &Ask {
-            claims: &claims,
-            spiffe_id: &peer.spiffe_id,
-            service: &route.service,
-            method: Some(original.method.as_str()),
-            path: Some(&original.path),
-            port: None,
-            source: original.client,
-            now,
-        },
-        view.postures.get(&claims.device),
-    );
+    let decision = view.decide(&Ask {
+        claims: &claims,
+        spiffe_id: &peer.spiffe_id,
+        service: &route.service,
+        method: Some(original.method.as_str()),
+        path: Some(&original.path),
+        port: None,
+        source: original.client,
+        now,
+    });
     drop(view);
     let explanation = explain(&decision);
     if decision.needs_step_up() {
@@ -354,7 +351,7 @@ fn decide<B>(
     };
     set("x-auth-user", &claims.sub);
     set("x-auth-groups", &claims.groups.join(","));
-    set("x-risk-score", &claims.risk.to_string());
+    set("x-risk-score", &decision.risk.score.to_string());
     set("x-device-id", &claims.device);
     set("x-session-id", &claims.sid);
     set("x-umbra-service", &route.service);

@@ -103,8 +103,10 @@ pub struct Gateway {
     /// The UDP port of that socket.
     pub spa_port: Option<u16>,
     pub spa_counters: spa::SpaCounters,
+    /// The pinholes each device's knocks opened, closed when it is revoked.
+    pub knocked: spa::Knocked,
     /// Live tunnels and upgraded connections, cut at once on revocation.
-    pub live: live::LiveSessions,
+    pub live: Arc<live::LiveSessions>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -181,7 +183,8 @@ impl Gateway {
             spa_socket: std::sync::Mutex::new(spa_socket),
             spa_port,
             spa_counters: spa::SpaCounters::default(),
-            live: live::LiveSessions::default(),
+            knocked: spa::Knocked::default(),
+            live: Arc::default(),
             audit: audit::AuditSink::new(),
             config,
             clock,

@@ -1,6 +1,6 @@
-//! The live connections of each session (TCP tunnels, upgraded WebSockets),
-//! so a revocation cuts them the moment it arrives instead of at the next
-//! periodic re-check.
+//! The live connections of each session (TCP tunnels, upgraded WebSockets,
+//! streaming HTTP responses), so a revocation cuts them the moment it
+//! arrives instead of at the next periodic re-check.
 //!
 //! Every relay registers its session (with the user, device and
 //! certificate it runs under) and gets a token that is cancelled when any
@@ -9,7 +9,12 @@
 //! allowing the connection, and expiry.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 use tokio_util::sync::CancellationToken;
 
@@ -52,14 +57,14 @@ impl std::fmt::Debug for LiveSessions {
 }
 
 /// A registered connection; dropping it unregisters.
-pub struct Registration<'a> {
-    live: &'a LiveSessions,
+pub struct Registration {
+    live: Arc<LiveSessions>,
     key: (String, String),
     id: u64,
     pub cut: CancellationToken,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         let mut entries = self.live.lock();
         if let Some(e) = entries.get_mut(&self.key)
@@ -81,7 +86,7 @@ impl LiveSessions {
     }
 
     /// Registers one live connection of `holder`.
-    pub fn register(&self, holder: Holder) -> Registration<'_> {
+    pub fn register(self: &Arc<Self>, holder: Holder) -> Registration {
         let key = (holder.session.clone(), holder.serial.clone());
         let mut entries = self.lock();
         let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
@@ -95,7 +100,7 @@ impl LiveSessions {
         entry.count += 1;
         let (cut, id) = (entry.cut.clone(), entry.id);
         Registration {
-            live: self,
+            live: self.clone(),
             key,
             id,
             cut,
@@ -133,6 +138,59 @@ impl LiveSessions {
     }
 }
 
+/// Why a response body was ended early.
+#[derive(Debug, thiserror::Error)]
+#[error("the session was revoked: response cut")]
+pub struct CutError;
+
+/// A response body that ends with an error — the client sees the
+/// connection or stream reset, never a truncated body passing for whole —
+/// the moment its session is revoked.
+pub struct CutBody<B> {
+    inner: B,
+    cut: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    _live: Registration,
+}
+
+impl<B> CutBody<B> {
+    pub fn new(inner: B, live: Registration) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(live.cut.clone().cancelled_owned()),
+            _live: live,
+        }
+    }
+}
+
+impl<B> Body for CutBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(CutError))));
+        }
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_revocation_cuts_the_matching_sessions_only() {
-        let live = LiveSessions::default();
+        let live = Arc::new(LiveSessions::default());
         let a1 = live.register(holder("s1", "alice"));
         let a2 = live.register(holder("s1", "alice"));
         let b = live.register(holder("s2", "bob"));
@@ -174,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_certificate_revocation_cuts_its_connections_and_the_last_drop_forgets() {
-        let live = LiveSessions::default();
+        let live = Arc::new(LiveSessions::default());
         let one = live.register(holder("s1", "alice"));
         let mut view = Inner::default();
         view.certificates.insert("serial-other".into());

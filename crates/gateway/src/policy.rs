@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use umbra_policy::access::with_grants;
 use umbra_policy::decision::{
-    Check, Context, Decision, DecisionInput, DecisionPoint, Device, Outcome, RegoPolicy, Request,
-    Risk, Subject,
+    Check, Condition, Context, Decision, DecisionInput, DecisionPoint, Device, Outcome, RegoPolicy,
+    Request, Risk, Subject,
 };
 use umbra_policy::rego::{PolicySetBuilder, RegoVersion};
 use umbra_policy::rules::PolicyConfig;
 use umbra_proto::PostureReport;
-use umbra_proto::control::{Grant, PolicyBundle};
+use umbra_proto::control::{Grant, PolicyBundle, SessionVerdict};
 use umbra_proto::token::SessionClaims;
 
 /// What the peer is told when a fresh MFA would let the request through
@@ -47,6 +47,10 @@ struct Compiled {
 pub struct GatewayPolicy {
     compiled: Arc<Compiled>,
     pub point: Arc<DecisionPoint>,
+    /// With `[compliance] on_failure = "step_up"`: the same policy without
+    /// the required compliance policy, which decides for a device that
+    /// fails it (and the step-up is then asked on top).
+    excused: Option<Arc<DecisionPoint>>,
     /// The store revision of the Rego part.
     pub revision: i64,
 }
@@ -103,10 +107,10 @@ fn unusable(reason: String) -> Compiled {
 impl GatewayPolicy {
     pub fn new(bundle: &PolicyBundle, grants: &BTreeMap<String, Grant>) -> Self {
         let compiled = Arc::new(compile(bundle));
-        let point = Arc::new(point(&compiled, grants));
         Self {
+            point: Arc::new(point(&compiled, grants)),
+            excused: excused_point(&compiled, grants).map(Arc::new),
             compiled,
-            point,
             revision: bundle.revision,
         }
     }
@@ -116,6 +120,7 @@ impl GatewayPolicy {
         Self {
             compiled: self.compiled.clone(),
             point: Arc::new(point(&self.compiled, grants)),
+            excused: excused_point(&self.compiled, grants).map(Arc::new),
             revision: self.revision,
         }
     }
@@ -125,8 +130,41 @@ impl GatewayPolicy {
         self.compiled.unusable.is_none() && self.point.may_allow(user, groups, service)
     }
 
-    /// Decides one access by a session.
-    pub fn decide(&self, ask: &Ask<'_>, posture: Option<&PostureReport>) -> Decision {
+    /// Decides one access by a session, with its device's last posture and
+    /// the controller's latest verdict on it: the verdict's risk replaces
+    /// the token's login-time score, and a step-up it owes holds every
+    /// access until the token shows an MFA since.
+    pub fn decide(
+        &self,
+        ask: &Ask<'_>,
+        posture: Option<&PostureReport>,
+        verdict: Option<&SessionVerdict>,
+    ) -> Decision {
+        let mut d = self.decide_policy(ask, posture, verdict);
+        if let Some(since) = step_up_owed(ask.claims, verdict)
+            && d.outcome != Outcome::Deny
+        {
+            d.outcome = Outcome::Conditional;
+            if !d.conditions.contains(&Condition::StepUpMfa) {
+                d.conditions.insert(0, Condition::StepUpMfa);
+            }
+            d.failing_checks.push(Check::new(
+                "session_step_up",
+                format!("the controller's re-evaluation asks for an MFA since {since}"),
+            ));
+            d.reasons
+                .push("re-evaluation: a fresh MFA is owed".to_owned());
+        }
+        d
+    }
+
+    fn decide_policy(
+        &self,
+        ask: &Ask<'_>,
+        posture: Option<&PostureReport>,
+        verdict: Option<&SessionVerdict>,
+    ) -> Decision {
+        let risk_now = verdict.map(|v| v.risk);
         if let Some(reason) = &self.compiled.unusable {
             return Decision {
                 outcome: Outcome::Deny,
@@ -135,7 +173,7 @@ impl GatewayPolicy {
                 failing_checks: vec![Check::new("policy_unusable", reason.clone())],
                 report_only: Vec::new(),
                 risk: Risk {
-                    score: ask.claims.risk,
+                    score: risk_now.unwrap_or(ask.claims.risk),
                     factors: Vec::new(),
                 },
                 reasons: vec![reason.clone()],
@@ -169,12 +207,90 @@ impl GatewayPolicy {
                 mfa_age_s: c.mfa_at.map(|t| age(t).unwrap_or(0)),
             },
             risk: Risk {
-                score: c.risk,
+                score: risk_now.unwrap_or(c.risk),
                 factors: Vec::new(),
             },
         };
+        // A device failing the required compliance policy, where the policy
+        // says its sessions step up rather than end: decided without that
+        // policy, then held until the step-up the controller's verdict asks
+        // for is paid (before the verdict arrives, held all the same).
+        if let Some(excused) = &self.excused
+            && let Some(findings) = self.fails_required(posture, ask.now)
+        {
+            let mut d = excused.decide(&input);
+            let paid = verdict
+                .and_then(|v| v.step_up_at)
+                .is_some_and(|since| c.mfa_at.is_some_and(|at| at > since));
+            if d.outcome != Outcome::Deny && !paid {
+                d.outcome = Outcome::Conditional;
+                if !d.conditions.contains(&Condition::StepUpMfa) {
+                    d.conditions.insert(0, Condition::StepUpMfa);
+                }
+                d.failing_checks.extend(findings);
+                d.reasons.push(
+                    "the device fails the required compliance policy: a fresh MFA is owed"
+                        .to_owned(),
+                );
+            }
+            return d;
+        }
         self.point.decide(&input)
     }
+
+    /// The required policy's blocking findings for `posture`, if it fails.
+    fn fails_required(&self, posture: Option<&PostureReport>, now: i64) -> Option<Vec<Check>> {
+        let compliance = &self.compiled.native.compliance;
+        let name = compliance.required.as_ref()?;
+        let policy = compliance.policies.get(name)?;
+        let Some(posture) = posture else {
+            return Some(vec![Check::new(
+                format!("compliance.{name}"),
+                "no posture report from this device",
+            )]);
+        };
+        let report = policy.check(posture, now);
+        let findings: Vec<Check> = report
+            .blocking(policy)
+            .map(|f| {
+                Check::new(
+                    format!("compliance.{name}.{}", f.check.as_str()),
+                    f.message.clone(),
+                )
+            })
+            .collect();
+        (!findings.is_empty()).then_some(findings)
+    }
+}
+
+/// When the controller's verdict owes a step-up this token has not yet
+/// paid (no MFA after the time it names): that time.
+pub fn step_up_owed(claims: &SessionClaims, verdict: Option<&SessionVerdict>) -> Option<i64> {
+    let since = verdict?.step_up_at?;
+    match claims.mfa_at {
+        // Strictly after: an MFA in the very second the condition arose
+        // may have come before it.
+        Some(at) if at > since => None,
+        _ => Some(since),
+    }
+}
+
+/// The decision point without the required compliance policy, when a
+/// device failing it steps up instead of being refused.
+fn excused_point(compiled: &Compiled, grants: &BTreeMap<String, Grant>) -> Option<DecisionPoint> {
+    let compliance = &compiled.native.compliance;
+    if compliance.required.is_none()
+        || compliance.report_only
+        || compliance.on_failure != umbra_policy::compliance::OnFailure::StepUp
+    {
+        return None;
+    }
+    let mut native = compiled.native.clone();
+    native.compliance.required = None;
+    Some(DecisionPoint {
+        config: with_grants(&native, grants.values()),
+        rego: compiled.rego.clone(),
+    })
 }
 
 fn point(compiled: &Compiled, grants: &BTreeMap<String, Grant>) -> DecisionPoint {
@@ -297,29 +413,29 @@ mod tests {
     fn grants_alone_allow_and_default_deny() {
         let p = GatewayPolicy::new(&PolicyBundle::default(), &grants());
         let c = claims(5, Some(NOW - 10));
-        assert!(p.decide(&ask(&c, "wiki"), None).allowed());
-        let d = p.decide(&ask(&c, "payroll"), None);
+        assert!(p.decide(&ask(&c, "wiki"), None, None).allowed());
+        let d = p.decide(&ask(&c, "payroll"), None, None);
         assert_eq!(d.outcome, Outcome::Deny);
         assert!(explain(&d).contains("no rule grants user alice access to payroll"));
         assert!(p.may_allow("alice", &["eng".into()], "wiki"));
         assert!(!p.may_allow("alice", &[], "wiki"));
         let none = p.with_grants(&BTreeMap::new());
-        assert!(!none.decide(&ask(&c, "wiki"), None).allowed());
+        assert!(!none.decide(&ask(&c, "wiki"), None, None).allowed());
     }
 
     #[test]
     fn a_stale_mfa_at_the_step_up_band_asks_for_a_step_up() {
         let p = GatewayPolicy::new(&PolicyBundle::default(), &grants());
         let stale = claims(35, Some(NOW - 3600));
-        let d = p.decide(&ask(&stale, "wiki"), None);
+        let d = p.decide(&ask(&stale, "wiki"), None, None);
         assert!(d.needs_step_up(), "{d:?}");
         let fresh = claims(35, Some(NOW - 5));
-        assert!(p.decide(&ask(&fresh, "wiki"), None).allowed());
+        assert!(p.decide(&ask(&fresh, "wiki"), None, None).allowed());
         let never = claims(35, None);
-        assert!(p.decide(&ask(&never, "wiki"), None).needs_step_up());
+        assert!(p.decide(&ask(&never, "wiki"), None, None).needs_step_up());
         // A token from the future (skew) is fresh, not an error.
         let ahead = claims(35, Some(NOW + 30));
-        assert!(p.decide(&ask(&ahead, "wiki"), None).allowed());
+        assert!(p.decide(&ask(&ahead, "wiki"), None, None).allowed());
     }
 
     #[test]
@@ -342,18 +458,18 @@ mod tests {
         let c = claims(5, Some(NOW - 600));
         let mut admin = ask(&c, "wiki");
         admin.path = Some("/admin/users");
-        let d = p.decide(&admin, None);
+        let d = p.decide(&admin, None, None);
         assert!(d.needs_step_up(), "{d:?}");
         assert_eq!(d.matched_rule.as_deref(), Some("wiki-admin"));
         // Elsewhere on the wiki the grant is enough.
-        assert!(p.decide(&ask(&c, "wiki"), None).allowed());
+        assert!(p.decide(&ask(&c, "wiki"), None, None).allowed());
 
         let broken = PolicyBundle {
             native: "[[rule]]\nname = 1".into(),
             ..PolicyBundle::default()
         };
         let p = GatewayPolicy::new(&broken, &grants());
-        let d = p.decide(&ask(&c, "wiki"), None);
+        let d = p.decide(&ask(&c, "wiki"), None, None);
         assert_eq!(d.outcome, Outcome::Deny);
         assert_eq!(d.failing_checks[0].name, "policy_unusable");
         assert!(!p.may_allow("alice", &["eng".into()], "wiki"));
@@ -362,7 +478,7 @@ mod tests {
             ..PolicyBundle::default()
         };
         let p = GatewayPolicy::new(&bad_rego, &grants());
-        assert!(!p.decide(&ask(&c, "wiki"), None).allowed());
+        assert!(!p.decide(&ask(&c, "wiki"), None, None).allowed());
     }
 
     #[test]
@@ -381,13 +497,125 @@ decision := {"allow": false, "reasons": ["writes are off"]} if input.request.met
         };
         let p = GatewayPolicy::new(&bundle, &grants());
         let c = claims(5, Some(NOW));
-        assert!(p.decide(&ask(&c, "wiki"), None).allowed());
+        assert!(p.decide(&ask(&c, "wiki"), None, None).allowed());
         let mut post = ask(&c, "wiki");
         post.method = Some("POST");
-        let d = p.decide(&post, None);
+        let d = p.decide(&post, None, None);
         assert_eq!(d.outcome, Outcome::Deny);
         assert!(explain(&d).contains("writes are off"), "{}", explain(&d));
         // Both must allow: Rego cannot grant what no rule grants.
-        assert!(!p.decide(&ask(&c, "payroll"), None).allowed());
+        assert!(!p.decide(&ask(&c, "payroll"), None, None).allowed());
+    }
+
+    #[test]
+    fn the_controllers_verdict_sets_the_risk_and_holds_access_until_a_step_up() {
+        let p = GatewayPolicy::new(&PolicyBundle::default(), &grants());
+        let c = claims(5, Some(NOW - 50));
+        let verdict = |risk, step_up_at| SessionVerdict {
+            session: "s1".into(),
+            risk,
+            step_up_at,
+        };
+        // The verdict's risk replaces the token's: at 85, new access is denied.
+        let high = verdict(85, None);
+        let d = p.decide(&ask(&c, "wiki"), None, Some(&high));
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.risk.score, 85);
+        // A step-up owed since after the token's MFA holds the access ...
+        let owed = verdict(5, Some(NOW - 10));
+        let d = p.decide(&ask(&c, "wiki"), None, Some(&owed));
+        assert!(d.needs_step_up(), "{d:?}");
+        assert!(d.failing_checks.iter().any(|c| c.name == "session_step_up"));
+        // ... and a token whose MFA is after it passes.
+        let stepped = claims(5, Some(NOW - 9));
+        assert!(
+            p.decide(&ask(&stepped, "wiki"), None, Some(&owed))
+                .allowed()
+        );
+        // A denial stays a denial: a step-up cannot grant a service.
+        assert_eq!(
+            p.decide(&ask(&c, "payroll"), None, Some(&owed)).outcome,
+            Outcome::Deny
+        );
+        assert_eq!(step_up_owed(&c, Some(&owed)), Some(NOW - 10));
+        assert_eq!(step_up_owed(&stepped, Some(&owed)), None);
+        assert_eq!(step_up_owed(&c, None), None);
+    }
+
+    #[test]
+    fn a_device_failing_required_compliance_steps_up_when_the_policy_says_so() {
+        let bundle = |on_failure: &str| PolicyBundle {
+            native: format!(
+                "[compliance]\nrequired = \"fw\"\non_failure = \"{on_failure}\"\n\
+                 [compliance.policies.fw]\nrequire_firewall = true\n"
+            ),
+            ..PolicyBundle::default()
+        };
+        let posture = |firewall: bool| PostureReport {
+            device_id: "d1".into(),
+            hostname: "h".into(),
+            os_version: "10.0.22000".into(),
+            patch_level: "2023-11-01".into(),
+            antivirus_status: true,
+            firewall_enabled: firewall,
+            disk_encryption: true,
+            last_scan: "2023-11-14T00:00:00Z".into(),
+            measured: None,
+        };
+        let c = claims(5, Some(NOW - 50));
+        let terminate = GatewayPolicy::new(&bundle("terminate"), &grants());
+        assert!(
+            terminate
+                .decide(&ask(&c, "wiki"), Some(&posture(true)), None)
+                .allowed()
+        );
+        assert_eq!(
+            terminate
+                .decide(&ask(&c, "wiki"), Some(&posture(false)), None)
+                .outcome,
+            Outcome::Deny
+        );
+        let step_up = GatewayPolicy::new(&bundle("step_up"), &grants());
+        assert!(
+            step_up
+                .decide(&ask(&c, "wiki"), Some(&posture(true)), None)
+                .allowed()
+        );
+        // Held before the controller's verdict, and while it is unpaid.
+        let d = step_up.decide(&ask(&c, "wiki"), Some(&posture(false)), None);
+        assert!(d.needs_step_up(), "{d:?}");
+        assert!(
+            d.failing_checks
+                .iter()
+                .any(|x| x.name == "compliance.fw.firewall"),
+            "{d:?}"
+        );
+        let owed = SessionVerdict {
+            session: "s1".into(),
+            risk: 5,
+            step_up_at: Some(NOW - 10),
+        };
+        assert!(
+            step_up
+                .decide(&ask(&c, "wiki"), Some(&posture(false)), Some(&owed))
+                .needs_step_up()
+        );
+        // Paid: the failing device goes on; an ungranted service stays denied.
+        let stepped = claims(5, Some(NOW - 5));
+        assert!(
+            step_up
+                .decide(&ask(&stepped, "wiki"), Some(&posture(false)), Some(&owed))
+                .allowed()
+        );
+        assert_eq!(
+            step_up
+                .decide(
+                    &ask(&stepped, "payroll"),
+                    Some(&posture(false)),
+                    Some(&owed)
+                )
+                .outcome,
+            Outcome::Deny
+        );
     }
 }

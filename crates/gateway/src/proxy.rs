@@ -27,10 +27,17 @@ use umbra_proto::control::GatewayAuditRecord;
 use umbra_proto::{ApiError, ErrorBody, ErrorCode};
 
 use crate::config::Route;
+use crate::live::{CutBody, Holder};
 use crate::policy::{Ask, STEP_UP_CHALLENGE, STEP_UP_MESSAGE, Target, explain};
 use crate::{Gateway, headers, path};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body at least this large (or of unknown length: streamed,
+/// server-sent events) is cut when its session is revoked; a smaller one
+/// is over before the cut would matter, and spares the registration.
+const CUT_BODIES_FROM: u64 = 256 * 1024;
 /// Request bodies are streamed to the upstream, never buffered whole, and
 /// cut at the configured limit.
 pub type UpstreamBody = http_body_util::Limited<Incoming>;
@@ -286,19 +293,16 @@ pub async fn handle(
     audit.resource = format!("service:{} {} {normalized}", route.service, req.method());
     let decision = {
         let view = gw.view.read();
-        view.policy.decide(
-            &Ask {
-                claims: &claims,
-                spiffe_id: &conn.peer.spiffe_id,
-                service: &route.service,
-                method: Some(req.method().as_str()),
-                path: Some(&normalized),
-                port: None,
-                source: conn.addr.ip(),
-                now,
-            },
-            view.postures.get(&claims.device),
-        )
+        view.decide(&Ask {
+            claims: &claims,
+            spiffe_id: &conn.peer.spiffe_id,
+            service: &route.service,
+            method: Some(req.method().as_str()),
+            path: Some(&normalized),
+            port: None,
+            source: conn.addr.ip(),
+            now,
+        })
     };
     let explanation = explain(&decision);
     if decision.needs_step_up() {
@@ -379,7 +383,7 @@ pub async fn handle(
     };
     set("x-auth-user", &claims.sub);
     set("x-auth-groups", &claims.groups.join(","));
-    set("x-risk-score", &claims.risk.to_string());
+    set("x-risk-score", &decision.risk.score.to_string());
     set("x-device-id", &claims.device);
     set("x-session-id", &claims.sid);
     set("x-umbra-jwt-assertion", &assertion);
@@ -466,7 +470,7 @@ pub async fn handle(
                     });
                 }
             });
-            resp.map(BodyExt::boxed)
+            resp.map(|b| b.map_err(BoxError::from).boxed())
         }
         Ok(Ok(mut resp)) => {
             audit.record("allow", &reason);
@@ -474,7 +478,19 @@ pub async fn handle(
             if let Ok(v) = HeaderValue::from_str(&audit.request_id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
-            resp.map(BodyExt::boxed)
+            let long = hyper::body::Body::size_hint(resp.body())
+                .exact()
+                .is_none_or(|n| n >= CUT_BODIES_FROM);
+            if long && !hyper::body::Body::is_end_stream(resp.body()) {
+                let live = gw.live.register(Holder {
+                    session: claims.sid.clone(),
+                    user: claims.sub.clone(),
+                    device: claims.device.clone(),
+                    serial: conn.peer.serial.clone(),
+                });
+                return resp.map(|b| CutBody::new(b, live).boxed());
+            }
+            resp.map(|b| b.map_err(BoxError::from).boxed())
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, service = %route.service, "upstream request failed");

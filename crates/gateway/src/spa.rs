@@ -14,14 +14,15 @@
 //! full and to the audit trail as a label (audit records are summed up per
 //! source and label, so a flood costs a counter, not a write per packet).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use umbra_firewall::{Pinhole, Pinholes, Protocol};
+use umbra_firewall::{Pinhole, PinholeKey, Pinholes, Protocol};
 use umbra_proto::control::GatewayAuditRecord;
 use umbra_spa::Refusal;
 use umbra_spa::fwknop::{FwknopConfig, FwknopVerifier};
@@ -35,6 +36,73 @@ pub struct SpaCounters {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub dropped_cheap: AtomicU64,
+}
+
+/// The pinholes open for each device (by its knocks), with the user it
+/// belongs to and when each expires, so a revoked device or suspended user
+/// loses them at once rather than when they time out.
+#[derive(Default)]
+pub struct Knocked {
+    by_device: std::sync::Mutex<HashMap<String, DeviceHoles>>,
+}
+
+/// A device's user and its open pinholes with their expiry.
+type DeviceHoles = (String, Vec<(PinholeKey, Instant)>);
+
+impl Knocked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeviceHoles>> {
+        self.by_device
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn opened(&self, device: &str, user: &str, key: PinholeKey, ttl: Duration) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let entry = map
+            .entry(device.to_owned())
+            .or_insert_with(|| (user.to_owned(), Vec::new()));
+        entry.1.retain(|(k, until)| *until > now && *k != key);
+        entry.1.push((key, now + ttl));
+    }
+
+    /// Takes the unexpired pinholes of devices the view lists as revoked,
+    /// or whose user it lists as suspended.
+    pub fn take_revoked(&self, view: &crate::view::Inner) -> Vec<PinholeKey> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.lock().retain(|device, (user, holes)| {
+            holes.retain(|(_, until)| *until > now);
+            if view.devices.contains(device) || view.users.contains(user) {
+                out.extend(holes.iter().map(|(k, _)| *k));
+                return false;
+            }
+            !holes.is_empty()
+        });
+        out
+    }
+}
+
+/// Closes the pinholes of revoked devices and suspended users (a dark
+/// gateway's part of a revocation; their live connections are cut apart).
+pub fn close_revoked(gw: &Gateway) {
+    let Some(pinholes) = gw.pinholes.clone() else {
+        return;
+    };
+    let keys = gw.knocked.take_revoked(&gw.view.read());
+    if keys.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for key in keys {
+            match pinholes.close(key).await {
+                Ok(()) => tracing::info!(pinhole = %key, "pinhole closed on revocation"),
+                Err(e) => {
+                    tracing::error!(pinhole = %key, error = %e, "pinhole could not be closed")
+                }
+            }
+        }
+    });
 }
 
 /// Serves knocks on `socket` until `shutdown`.
@@ -186,11 +254,11 @@ fn admit_native(
                 "allow",
                 &format!("device {device} may reach {granted}"),
             );
-            open(
-                gw,
-                pinholes,
-                vec![Pinhole::new(knock.open, Protocol::Tcp, port, ttl)],
-            );
+            let hole = Pinhole::new(knock.open, Protocol::Tcp, port, ttl);
+            if let Some(user) = actor.strip_prefix("user:") {
+                gw.knocked.opened(&device, user, hole.key, ttl);
+            }
+            open(gw, pinholes, vec![hole]);
         }
         Err(reason) => {
             gw.spa_counters.refused.fetch_add(1, Ordering::Relaxed);

@@ -170,10 +170,7 @@ where
     });
     let decision = target.as_ref().map(|t| {
         let v = gw.view.read();
-        v.policy.decide(
-            &t.ask(&claims, &conn.peer.spiffe_id, conn.addr.ip(), gw.now()),
-            v.postures.get(&claims.device),
-        )
+        v.decide(&t.ask(&claims, &conn.peer.spiffe_id, conn.addr.ip(), gw.now()))
     });
     let (route, target, explanation) = match (route, target, decision) {
         (Some(r), Some(t), Some(d)) if d.allowed() => (r, t, explain(&d)),
@@ -376,10 +373,15 @@ pub fn still_authorized(
     if v.devices.contains(&claims.device) || v.certificates.contains(&conn.peer.serial) {
         return Err("device_revoked".into());
     }
-    let decision = v.policy.decide(
-        &target.ask(claims, &conn.peer.spiffe_id, conn.addr.ip(), now),
-        v.postures.get(&claims.device),
-    );
+    // The controller's re-evaluation asking for a step-up is not like a
+    // rule's MFA age: something about this session changed, so what it
+    // has open ends too, until its subject proves they are still there.
+    if let Some(since) = crate::policy::step_up_owed(claims, v.verdicts.get(&claims.sid)) {
+        return Err(format!(
+            "step_up_required: the controller's re-evaluation asks for an MFA since {since}"
+        ));
+    }
+    let decision = v.decide(&target.ask(claims, &conn.peer.spiffe_id, conn.addr.ip(), now));
     if decision.allowed() || decision.needs_step_up() {
         Ok(())
     } else {

@@ -14,10 +14,22 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 use umbra_pki::clock::Clock;
 use umbra_proto::PostureReport;
-use umbra_proto::control::{Event, Grant, Snapshot};
+use umbra_proto::control::{Event, Grant, SessionVerdict, Snapshot};
 use umbra_proto::token::SessionClaims;
 
 use crate::policy::GatewayPolicy;
+
+impl Inner {
+    /// Decides one access with everything the view knows of the session:
+    /// its device's posture and the controller's verdict.
+    pub fn decide(&self, ask: &crate::policy::Ask<'_>) -> umbra_policy::decision::Decision {
+        self.policy.decide(
+            ask,
+            self.postures.get(&ask.claims.device),
+            self.verdicts.get(&ask.claims.sid),
+        )
+    }
+}
 
 #[derive(Default)]
 pub struct Inner {
@@ -31,6 +43,8 @@ pub struct Inner {
     pub policy: GatewayPolicy,
     /// The last posture report of each approved device, by device id.
     pub postures: HashMap<String, PostureReport>,
+    /// The controller's latest verdict on each re-evaluated live session.
+    pub verdicts: HashMap<String, SessionVerdict>,
     pub keys: HashMap<String, DecodingKey>,
     /// The last event applied; `None` before the first snapshot.
     pub seq: Option<i64>,
@@ -44,6 +58,11 @@ pub struct Inner {
     pub verified: std::sync::Mutex<HashMap<[u8; 32], SessionClaims>>,
     /// Devices that may knock, with this gateway's SPA key for each.
     pub spa: HashMap<uuid::Uuid, SpaEntry>,
+    /// Whether the control channel is up. While it is down, and until the
+    /// staleness bound, only sessions already seen (their tokens in
+    /// `verified`) are served: a new one could have been revoked in a way
+    /// this gateway cannot hear of.
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 /// An approved device, as the SPA listener needs it.
@@ -166,10 +185,16 @@ impl View {
                 .iter()
                 .map(|p| (p.device.clone(), p.posture.clone()))
                 .collect(),
+            verdicts: s
+                .verdicts
+                .iter()
+                .map(|v| (v.session.clone(), v.clone()))
+                .collect(),
             keys: keys_from(&s.jwks),
             seq: Some(seq),
             contact: self.clock.now(),
             verified: std::sync::Mutex::default(),
+            connected: std::sync::atomic::AtomicBool::new(true),
             spa: s
                 .spa_devices
                 .iter()
@@ -189,7 +214,13 @@ impl View {
         }
         match event {
             Event::SessionRevoked { session } => {
+                g.verdicts.remove(session);
                 g.sessions.insert(session.clone());
+            }
+            Event::SessionVerdict(v) => {
+                if !g.sessions.contains(&v.session) {
+                    g.verdicts.insert(v.session.clone(), v.clone());
+                }
             }
             Event::CertificateRevoked { serial } => {
                 g.certificates.insert(serial.clone());
@@ -241,12 +272,23 @@ impl View {
         }
         g.seq = Some(seq);
         g.contact = self.clock.now();
+        g.connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// A heartbeat: the controller is alive and we are at `seq`.
     pub fn touch(&self) {
-        self.write().contact = self.clock.now();
+        let mut g = self.write();
+        g.contact = self.clock.now();
+        g.connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds until the view goes stale (negative once it has).
+    pub fn fresh_for(&self) -> i64 {
+        let g = self.read();
+        g.contact + self.max_staleness_secs - self.clock.now()
     }
 }
 

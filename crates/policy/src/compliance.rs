@@ -386,6 +386,20 @@ fn os_version(posture: &PostureReport, min: &MinOsVersion) -> State {
     }
 }
 
+/// `[compliance] on_failure`: what happens to a live session whose device
+/// falls out of compliance with the required policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The session ends everywhere.
+    #[default]
+    Terminate,
+    /// The session goes on once its subject passes a fresh MFA: for
+    /// findings the user is trusted to fix (a firewall switched off for a
+    /// moment), with a human confirming they are still at the keyboard.
+    StepUp,
+}
+
 /// All compliance policies, as configured in `[compliance]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -397,6 +411,10 @@ pub struct ComplianceConfig {
     /// rules require.
     #[serde(default)]
     pub required: Option<String>,
+    /// What a live session comes to when its device stops passing the
+    /// `required` policy (found at the session's re-evaluation).
+    #[serde(default)]
+    pub on_failure: OnFailure,
     /// Policies by name; the seed's two when the table is absent. A
     /// configured table replaces them (name them again to keep them).
     #[serde(default = "default_policies")]
@@ -418,6 +436,7 @@ impl Default for ComplianceConfig {
         Self {
             report_only: false,
             required: None,
+            on_failure: OnFailure::default(),
             policies: default_policies(),
         }
     }

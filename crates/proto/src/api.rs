@@ -259,6 +259,7 @@ pub struct Session {
     pub user: String,
     pub device_id: String,
     pub source_ip: String,
+    /// The risk at login (what the session's tokens carry).
     pub risk: u8,
     pub created_at: String,
     pub expires_at: String,
@@ -266,6 +267,15 @@ pub struct Session {
     pub revoked_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<String>,
+    /// The risk at the latest re-evaluation, which gateways decide with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_risk: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<String>,
+    /// Set while the re-evaluation asks for a step-up: an MFA after
+    /// this time satisfies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up_since: Option<String>,
 }
 
 // ---- admin credentials -----------------------------------------------------

@@ -154,6 +154,22 @@ pub struct Snapshot {
     /// compliance checks of the policy.
     #[serde(default)]
     pub postures: Vec<DevicePosture>,
+    /// The latest re-evaluation of each live session that has had one.
+    #[serde(default)]
+    pub verdicts: Vec<SessionVerdict>,
+}
+
+/// The outcome of a live session's re-evaluation that gateways enforce:
+/// the risk now (it replaces the token's login-time score in every
+/// decision) and whether a fresh MFA is owed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionVerdict {
+    pub session: String,
+    pub risk: u8,
+    /// When set, the session's requests need a token whose `mfa_at` is
+    /// after this time (Unix seconds): a step-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up_at: Option<i64>,
 }
 
 /// What a gateway needs to build the controller's decision point.
@@ -237,6 +253,9 @@ pub enum Event {
         device: String,
         posture: crate::PostureReport,
     },
+    /// The controller re-evaluated a live session and it continues, at
+    /// this risk, perhaps once its subject passes a fresh MFA.
+    SessionVerdict(SessionVerdict),
     /// A device was approved: it may knock (SPA) from now on.
     DeviceApproved {
         device: String,
@@ -263,6 +282,7 @@ impl Event {
             Self::DeviceApproved { .. } => "device_approved",
             Self::PolicyChanged { .. } => "policy_changed",
             Self::PostureChanged { .. } => "posture_changed",
+            Self::SessionVerdict(_) => "session_verdict",
         }
     }
 }

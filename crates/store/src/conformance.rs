@@ -90,6 +90,8 @@ fn session(id: &str, u: &UserRecord, dev: &str, serial: &str) -> SessionRecord {
         revoked_at: None,
         revoked_reason: None,
         mfa_at: Some(NOW),
+
+        verdict: None,
     }
 }
 
@@ -226,6 +228,78 @@ pub async fn enrollment_tokens_are_single_use_and_atomic(store: &dyn Store) {
         "token must not be consumed by a failed enrollment"
     );
     assert_eq!(store.list_devices().await.expect("list").len(), 1);
+}
+
+pub async fn session_verdicts_move_forward_on_live_sessions_only(store: &dyn Store) {
+    let (u, dev, serial) = enrolled(store, "vic").await;
+    store
+        .open_session(&session("sess-v", &u, &dev, &serial))
+        .await
+        .expect("open");
+    let read = || async {
+        store
+            .session("sess-v")
+            .await
+            .expect("read")
+            .expect("exists")
+    };
+    assert_eq!(read().await.verdict, None, "not evaluated yet");
+    let first = StoredVerdict {
+        risk: 40,
+        at: NOW + 60,
+        step_up_at: Some(NOW + 60),
+    };
+    assert!(
+        store
+            .record_session_verdict("sess-v", &first)
+            .await
+            .expect("record")
+    );
+    let s = read().await;
+    assert_eq!(s.verdict, Some(first));
+    assert_eq!(s.risk, 10, "the login-time score stays");
+    let older = StoredVerdict {
+        risk: 5,
+        at: NOW + 30,
+        step_up_at: None,
+    };
+    assert!(
+        !store
+            .record_session_verdict("sess-v", &older)
+            .await
+            .expect("late"),
+        "an older verdict does not replace a newer one"
+    );
+    assert_eq!(read().await.verdict, Some(first));
+    let cleared = StoredVerdict {
+        risk: 12,
+        at: NOW + 120,
+        step_up_at: None,
+    };
+    assert!(
+        store
+            .record_session_verdict("sess-v", &cleared)
+            .await
+            .expect("clear")
+    );
+    assert_eq!(read().await.verdict, Some(cleared));
+    assert!(
+        store
+            .revoke_session("sess-v", NOW + 130, "test")
+            .await
+            .expect("revoke")
+    );
+    let after = StoredVerdict {
+        at: NOW + 140,
+        ..cleared
+    };
+    assert!(
+        !store
+            .record_session_verdict("sess-v", &after)
+            .await
+            .expect("revoked"),
+        "a revoked session takes no verdict"
+    );
 }
 
 pub async fn session_mfa_moves_forward_on_live_sessions_only(store: &dyn Store) {
@@ -894,6 +968,7 @@ pub async fn revocations_list_what_still_matters(store: &dyn Store) {
         revoked_at: None,
         revoked_reason: None,
         mfa_at: None,
+        verdict: None,
     };
     store
         .open_session(&session("s-live", NOW + 600))
@@ -1017,6 +1092,7 @@ macro_rules! suite {
             events_are_numbered_in_order_and_pruned, revocations_list_what_still_matters,
             policies_and_data_move_the_revision,
             session_mfa_moves_forward_on_live_sessions_only,
+            session_verdicts_move_forward_on_live_sessions_only,
             audit_is_found_by_actor_newest_first);
     };
     (@ $make:expr; $($name:ident),*) => {

@@ -146,6 +146,9 @@ pub trait Store: Send + Sync + 'static {
     /// False when the session is revoked or expired. Never moves the time
     /// backwards.
     async fn record_session_mfa(&self, id: &str, at: i64) -> Result<bool>;
+    /// Records a live session's re-evaluation. False when the session is
+    /// revoked or expired, or a later verdict is already recorded.
+    async fn record_session_verdict(&self, id: &str, verdict: &StoredVerdict) -> Result<bool>;
 
     // ---- admin credentials --------------------------------------------------
     async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<()>;

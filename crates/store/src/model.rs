@@ -121,6 +121,18 @@ pub struct SessionRecord {
     pub revoked_reason: Option<String>,
     /// When the subject last passed MFA (login or step-up), Unix seconds.
     pub mfa_at: Option<i64>,
+    /// The latest re-evaluation, if any.
+    pub verdict: Option<StoredVerdict>,
+}
+
+/// A live session's latest re-evaluation (see migration 0011).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredVerdict {
+    /// The risk now; the session's `risk` stays the login-time score.
+    pub risk: u8,
+    pub at: i64,
+    /// A step-up owed since then: an MFA after it satisfies it.
+    pub step_up_at: Option<i64>,
 }
 
 impl SessionRecord {

@@ -174,6 +174,21 @@ fn session_row(row: &$row) -> Result<SessionRecord> {
         revoked_at: row.try_get("revoked_at")?,
         revoked_reason: row.try_get("revoked_reason")?,
         mfa_at: row.try_get("mfa_at")?,
+        verdict: {
+            let at: Option<i64> = row.try_get("evaluated_at")?;
+            let current: Option<i64> = row.try_get("current_risk")?;
+            match (at, current) {
+                (Some(at), Some(r)) => Some(StoredVerdict {
+                    risk: u8::try_from(r)
+                        .ok()
+                        .filter(|r| *r <= 100)
+                        .ok_or_else(|| StoreError::Corrupt(format!("current_risk {r}")))?,
+                    at,
+                    step_up_at: row.try_get("step_up_at")?,
+                }),
+                _ => None,
+            }
+        },
     })
 }
 
@@ -751,6 +766,23 @@ impl Store for $store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(live.is_some())
+    }
+
+    async fn record_session_verdict(&self, id: &str, v: &StoredVerdict) -> Result<bool> {
+        // Only a live session, and never over a newer verdict (two
+        // controllers may evaluate the same session).
+        let done = sqlx::query(
+            "UPDATE sessions SET current_risk = $1, evaluated_at = $2, step_up_at = $3 \
+             WHERE id = $4 AND revoked_at IS NULL AND expires_at > $2 \
+             AND (evaluated_at IS NULL OR evaluated_at <= $2)",
+        )
+        .bind(i64::from(v.risk))
+        .bind(v.at)
+        .bind(v.step_up_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {

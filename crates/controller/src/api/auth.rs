@@ -237,6 +237,7 @@ async fn login_inner(
         revoked_reason: None,
         // Every login passes a second factor (TOTP or a recovery code).
         mfa_at: Some(now),
+        verdict: None,
     };
     let claims = SessionClaims {
         iss: c.signer.issuer().to_owned(),
@@ -508,5 +509,8 @@ pub fn session_view(s: &SessionRecord) -> Session {
         expires_at: rfc3339(s.expires_at),
         revoked_at: s.revoked_at.map(rfc3339),
         revoked_reason: s.revoked_reason.clone(),
+        current_risk: s.verdict.map(|v| v.risk),
+        evaluated_at: s.verdict.map(|v| rfc3339(v.at)),
+        step_up_since: s.verdict.and_then(|v| v.step_up_at).map(rfc3339),
     }
 }

@@ -211,6 +211,11 @@ pub async fn posture(
             posture,
         })
         .await?;
+        // The device's live sessions rest on its posture: judge them now.
+        c.reevaluation.trigger(
+            crate::reevaluate::Trigger::Device(device.id.clone()),
+            &format!("posture changed ({changed})"),
+        );
     }
     Ok(Json(PostureReceipt {
         device_id: device.id,

@@ -513,6 +513,20 @@ async fn snapshot(c: &Controller, gateway: &str) -> Result<Snapshot, umbra_store
                 })
             })
             .collect(),
+        verdicts: c
+            .store
+            .list_sessions(Some(now))
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let v = s.verdict?;
+                Some(umbra_proto::control::SessionVerdict {
+                    session: s.id,
+                    risk: v.risk,
+                    step_up_at: v.step_up_at,
+                })
+            })
+            .collect(),
     })
 }
 

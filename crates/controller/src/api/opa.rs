@@ -767,6 +767,12 @@ async fn write(
     if was_umbras || is_umbras {
         c.publish(&umbra_proto::control::Event::PolicyChanged { revision })
             .await?;
+        // Gateways re-decide every live connection with the new policy
+        // (their periodic re-check); the sessions are judged here too.
+        c.reevaluation.trigger(
+            crate::reevaluate::Trigger::All,
+            &format!("policy revision {revision}"),
+        );
     }
     Ok(Some(revision))
 }

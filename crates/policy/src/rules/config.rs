@@ -88,6 +88,49 @@ pub struct RiskPolicy {
     pub step_up_mfa_max_age_seconds: u64,
     /// `[risk.engine]`: how scores are computed.
     pub engine: RiskEngineConfig,
+    /// How often a live session is re-evaluated, by its risk: the first
+    /// entry whose `min_risk` the score reaches (highest first).
+    pub reevaluate: Vec<Reevaluate>,
+}
+
+/// One step of `[risk] reevaluate`: sessions at `min_risk` or above are
+/// re-evaluated every `seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reevaluate {
+    pub min_risk: u8,
+    pub seconds: u32,
+}
+
+/// Seed 000's intervals: risk 80 and above every minute, 60 every three,
+/// 30 every five, the rest every ten.
+pub const DEFAULT_REEVALUATE: [Reevaluate; 4] = [
+    Reevaluate {
+        min_risk: 80,
+        seconds: 60,
+    },
+    Reevaluate {
+        min_risk: 60,
+        seconds: 180,
+    },
+    Reevaluate {
+        min_risk: 30,
+        seconds: 300,
+    },
+    Reevaluate {
+        min_risk: 0,
+        seconds: 600,
+    },
+];
+
+impl RiskPolicy {
+    /// Seconds between re-evaluations of a live session at `risk`.
+    pub fn reevaluate_after(&self, risk: u8) -> u32 {
+        self.reevaluate
+            .iter()
+            .find(|r| risk >= r.min_risk)
+            .map_or(DEFAULT_REEVALUATE[3].seconds, |r| r.seconds)
+    }
 }
 
 impl Default for RiskPolicy {
@@ -96,6 +139,7 @@ impl Default for RiskPolicy {
             bands: RiskBands::default(),
             step_up_mfa_max_age_seconds: 900,
             engine: RiskEngineConfig::default(),
+            reevaluate: DEFAULT_REEVALUATE.to_vec(),
         }
     }
 }
@@ -192,6 +236,7 @@ struct RawRisk {
     session_high_seconds: Option<u32>,
     #[serde(default)]
     engine: RiskEngineConfig,
+    reevaluate: Option<Vec<Reevaluate>>,
 }
 
 #[derive(Deserialize)]
@@ -368,7 +413,44 @@ fn risk_policy(raw: &RawRisk) -> Result<RiskPolicy, String> {
             .step_up_mfa_max_age_seconds
             .unwrap_or(d.step_up_mfa_max_age_seconds),
         engine: raw.engine.clone(),
+        reevaluate: reevaluate(raw.reevaluate.as_deref())?,
     })
+}
+
+/// Checks `[risk] reevaluate`: each bound once, a floor at 0, intervals a
+/// gateway-friendly 5 s to a day; sorted highest bound first.
+fn reevaluate(raw: Option<&[Reevaluate]>) -> Result<Vec<Reevaluate>, String> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_REEVALUATE.to_vec());
+    };
+    let mut steps = raw.to_vec();
+    steps.sort_by_key(|s| std::cmp::Reverse(s.min_risk));
+    for s in &steps {
+        if s.min_risk > 100 {
+            return Err(format!(
+                "risk.reevaluate: min_risk {} is above 100",
+                s.min_risk
+            ));
+        }
+        if !(5..=86_400).contains(&s.seconds) {
+            return Err(format!(
+                "risk.reevaluate: seconds {} (min_risk {}) must be 5..=86400",
+                s.seconds, s.min_risk
+            ));
+        }
+    }
+    if let Some(pair) = steps.windows(2).find(|p| p[0].min_risk == p[1].min_risk) {
+        return Err(format!(
+            "risk.reevaluate: min_risk {} is listed twice",
+            pair[0].min_risk
+        ));
+    }
+    if steps.last().is_none_or(|s| s.min_risk != 0) {
+        return Err(
+            "risk.reevaluate needs an entry with min_risk = 0 (every session has a risk)".into(),
+        );
+    }
+    Ok(steps)
 }
 
 fn check_name(name: &str) -> Result<(), String> {

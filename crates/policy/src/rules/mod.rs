@@ -28,7 +28,10 @@ pub mod matchers;
 use std::net::IpAddr;
 
 pub(crate) use config::line_col;
-pub use config::{ConfigError, MAX_POLICY_FILE_BYTES, MAX_RULES, PolicyConfig, RiskPolicy};
+pub use config::{
+    ConfigError, DEFAULT_REEVALUATE, MAX_POLICY_FILE_BYTES, MAX_RULES, PolicyConfig, Reevaluate,
+    RiskPolicy,
+};
 use matchers::{Cidr, Method, PathPrefix, Ports, SpiffePattern, TimeWindow};
 
 use crate::decision::Check;

@@ -516,6 +516,23 @@ fn bad_files_are_refused_with_line_and_column() {
     );
     let e = error("[compliance]\nrequired = \"gold\"\n");
     assert!(e.message.contains("gold"), "{e}");
+    let e = error("[compliance]\non_failure = \"shrug\"\n");
+    assert!(e.message.contains("unknown variant"), "{e}");
+    for (steps, message) in [
+        ("{ min_risk = 50, seconds = 60 }", "min_risk = 0"),
+        (
+            "{ min_risk = 0, seconds = 60 }, { min_risk = 0, seconds = 90 }",
+            "listed twice",
+        ),
+        ("{ min_risk = 0, seconds = 1 }", "5..=86400"),
+        (
+            "{ min_risk = 101, seconds = 60 }, { min_risk = 0, seconds = 60 }",
+            "above 100",
+        ),
+    ] {
+        let e = error(&format!("[risk]\nreevaluate = [{steps}]\n"));
+        assert!(e.message.contains(message), "{steps}: {e}");
+    }
     let e = error("[[rule]\n");
     assert_eq!(e.line, 1);
     let e = PolicyConfig::from_toml(&"#".repeat(MAX_POLICY_FILE_BYTES + 1)).unwrap_err();
@@ -600,4 +617,21 @@ fn sensitivity_lists_name_services_once_and_feed_the_restricted_band() {
             .any(|c| c.name == "sensitivity" && c.message.contains("t is unclassified")),
         "{unlisted:?}"
     );
+}
+
+#[test]
+fn live_sessions_are_reevaluated_on_the_seeds_intervals_unless_configured() {
+    let risk = PolicyConfig::default().risk;
+    let after: Vec<u32> = [95, 80, 79, 60, 59, 30, 29, 0]
+        .iter()
+        .map(|r| risk.reevaluate_after(*r))
+        .collect();
+    assert_eq!(after, [60, 60, 180, 180, 300, 300, 600, 600]);
+    let custom = PolicyConfig::from_toml(
+        "[risk]\nreevaluate = [{ min_risk = 0, seconds = 900 }, { min_risk = 50, seconds = 30 }]\n",
+    )
+    .expect("policy")
+    .risk;
+    assert_eq!(custom.reevaluate_after(49), 900);
+    assert_eq!(custom.reevaluate_after(50), 30, "sorted highest first");
 }
