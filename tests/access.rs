@@ -256,6 +256,17 @@ impl Rig {
             put(service, json!({ "allow_users": ["alice"] })).await;
         }
         put("secret-tcp", json!({ "allow_users": ["bob"] })).await;
+        // The login lists the services of registered gateways: wait for the
+        // registration (its own task), or a loaded machine races it.
+        let registered = gw.clone();
+        eventually("the gateway registered", Duration::from_secs(15), || {
+            registered
+                .issuer
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
+        })
+        .await;
         let (status, login) = tc.login(&device, &alice).await;
         assert_eq!(status, StatusCode::OK, "{login}");
         let session_token = login["token"].as_str().expect("token").to_owned();

@@ -13,6 +13,7 @@ mod cli;
 mod continuous;
 mod dark;
 mod dark_controller;
+mod detection;
 mod e2e;
 mod enrollment;
 mod forward_auth;

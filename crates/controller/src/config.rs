@@ -51,6 +51,9 @@ pub struct RawConfig {
     pub firewall: Option<umbra_firewall::FirewallConfig>,
     #[serde(default)]
     pub policy: RawPolicy,
+    /// `[detection]`: threat detection and automatic response.
+    #[serde(default)]
+    pub detection: crate::detect::RawDetection,
 }
 
 /// `[policy]`: the native access rules, compliance policies and risk
@@ -303,6 +306,7 @@ pub struct Config {
     /// `Some`: the controller is dark.
     pub spa: Option<SpaConfig>,
     pub policy: NativePolicy,
+    pub detection: crate::detect::DetectionConfig,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -517,9 +521,11 @@ impl RawConfig {
             None => None,
         };
         let policy = self.policy.validate()?;
+        let detection = self.detection.validate()?;
         Ok(Config {
             spa,
             policy,
+            detection,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,

@@ -15,6 +15,8 @@
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
 //! - [`reevaluate`]: continuous verification of every live session.
+//! - [`detect`]: threat detection and automatic response; [`webhook`]:
+//!   alert delivery.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
@@ -23,6 +25,7 @@ mod api;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod detect;
 pub mod error;
 pub mod events;
 pub mod knock;
@@ -38,5 +41,6 @@ pub mod spa;
 pub mod state;
 pub mod tokens;
 pub mod totp;
+pub mod webhook;
 
 pub use state::{Controller, StartError};

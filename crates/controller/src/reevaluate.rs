@@ -408,10 +408,16 @@ pub async fn evaluate(
             (Outcome::Allow, Some(v), format!("step_up: {why_step}"))
         }
         Judgement::Continue => {
+            // A step-up asked for (by an earlier judgement or a threat
+            // alert) stays owed until paid, even if its cause has cleared.
+            let owed = s
+                .verdict
+                .and_then(|v| v.step_up_at)
+                .filter(|since| s.mfa_at.is_none_or(|at| at <= *since));
             let v = StoredVerdict {
                 risk: score,
                 at: now,
-                step_up_at: None,
+                step_up_at: owed,
             };
             (Outcome::Allow, Some(v), "continue".to_owned())
         }
@@ -441,6 +447,37 @@ pub async fn evaluate(
     )
     .await?;
     Ok(verdict)
+}
+
+/// Asks every live session of the user for a step-up now (a threat
+/// alert's response), keeping each session's current risk. Returns the
+/// sessions asked.
+pub async fn require_step_up(
+    c: &Controller,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<String>, Failure> {
+    let mut asked = Vec::new();
+    for s in c.store.list_sessions(Some(now)).await? {
+        if s.user_id != user_id {
+            continue;
+        }
+        let v = StoredVerdict {
+            risk: s.verdict.map_or(s.risk, |v| v.risk),
+            at: now,
+            step_up_at: Some(now),
+        };
+        if c.store.record_session_verdict(&s.id, &v).await? {
+            c.publish(&Event::SessionVerdict(SessionVerdict {
+                session: s.id.clone(),
+                risk: v.risk,
+                step_up_at: v.step_up_at,
+            }))
+            .await?;
+            asked.push(s.id);
+        }
+    }
+    Ok(asked)
 }
 
 #[cfg(test)]

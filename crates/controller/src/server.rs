@@ -120,6 +120,7 @@ pub async fn run_with(
     let poll = controller.config.event_poll;
     tokio::spawn(crate::events::tail(controller.clone(), poll));
     tokio::spawn(crate::policies::watch(controller.clone(), poll));
+    tokio::spawn(crate::detect::run(controller.clone()));
     tokio::spawn(crate::reevaluate::run(
         controller.clone(),
         crate::reevaluate::TICK,

@@ -62,6 +62,8 @@ pub struct Controller {
     pub policies: crate::policies::Policies,
     /// Live sessions to judge again before their time.
     pub reevaluation: crate::reevaluate::Reevaluation,
+    /// Audit records on their way to threat detection.
+    pub detector: crate::detect::Detector,
 }
 
 impl std::fmt::Debug for Controller {
@@ -133,6 +135,7 @@ impl Controller {
             knock_counters: crate::knock::KnockCounters::default(),
             policies: crate::policies::Policies::default(),
             reevaluation: crate::reevaluate::Reevaluation::default(),
+            detector: crate::detect::Detector::default(),
         };
         // The CA certificate is public: written where operators and agents'
         // installers can pick it up (and check its fingerprint out of band).
@@ -247,14 +250,15 @@ impl Controller {
                 "audit"
             ),
         }
-        self.store
-            .append_audit(&event)
-            .await
-            .map(drop)
-            .map_err(|e| {
-                tracing::error!(error = %e, action, "audit record could not be written");
-                Failure::unavailable()
-            })
+        self.store.append_audit(&event).await.map_err(|e| {
+            tracing::error!(error = %e, action, "audit record could not be written");
+            Failure::unavailable()
+        })?;
+        self.detector.offer(crate::detect::Observed {
+            event,
+            transfer: None,
+        });
+        Ok(())
     }
 
     /// Re-reads the signing keys from the store: after a rotation here or
@@ -341,6 +345,71 @@ impl Controller {
                 &ctx.request_id,
             )
             .await;
+    }
+
+    /// Suspends `user`: the store revokes their live sessions with it (and
+    /// opens no new one), and the gateways are told of the suspension and
+    /// of every revoked, unexpired session of the user, so resuming the
+    /// user later does not bring old tokens back.
+    pub async fn suspend_user(&self, user: &umbra_store::UserRecord) -> Result<(), Failure> {
+        use umbra_proto::control::Event;
+        let now = self.now();
+        self.store
+            .set_user_status(&user.id, umbra_proto::api::UserStatus::Suspended, now)
+            .await?;
+        self.publish(&Event::UserSuspended {
+            user: user.name.clone(),
+        })
+        .await?;
+        let revoked: Vec<String> = self
+            .store
+            .list_sessions(None)
+            .await?
+            .into_iter()
+            .filter(|s| s.user_id == user.id && s.revoked_at.is_some() && s.expires_at > now)
+            .map(|s| s.id)
+            .collect();
+        for session in revoked {
+            self.publish(&Event::SessionRevoked { session }).await?;
+        }
+        Ok(())
+    }
+
+    /// Blocks `ip` at every gateway for `seconds`.
+    pub async fn block_source(
+        &self,
+        ip: IpAddr,
+        seconds: u64,
+        reason: &str,
+    ) -> Result<(), Failure> {
+        let now = self.now();
+        let ip = ip.to_canonical();
+        let until = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+        self.store
+            .block_source(&umbra_store::BlockedSourceRecord {
+                address: ip.to_string(),
+                until,
+                reason: reason.to_owned(),
+                created_at: now,
+            })
+            .await?;
+        self.publish(&umbra_proto::control::Event::SourceBlocked {
+            address: ip.to_string(),
+            until,
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn resume_user(&self, user: &umbra_store::UserRecord) -> Result<(), Failure> {
+        self.store
+            .set_user_status(&user.id, umbra_proto::api::UserStatus::Active, self.now())
+            .await?;
+        self.publish(&umbra_proto::control::Event::UserResumed {
+            user: user.name.clone(),
+        })
+        .await?;
+        Ok(())
     }
 
     /// Mints an API admin credential directly (used by `umbra dev`, which

@@ -79,6 +79,7 @@ impl Summary {
             reason: k.reason,
             request_id,
             count: self.count,
+            transfer: None,
         }
     }
 }
@@ -150,6 +151,12 @@ impl AuditSink {
     /// never blocks.
     pub fn record(&self, mut record: GatewayAuditRecord) {
         Self::prepare(&mut record);
+        // A transfer report is one of a kind (its count of bytes is what
+        // matters): sent as it is, not summed up.
+        if record.transfer.is_some() {
+            self.enqueue(record, None);
+            return;
+        }
         let key = SummaryKey {
             actor: record.actor,
             source_ip: record.source_ip,
@@ -313,6 +320,7 @@ mod tests {
             reason: "granted".into(),
             request_id: request_id.into(),
             count: 1,
+            transfer: None,
         }
     }
 

@@ -207,7 +207,7 @@ async fn session(gw: &Gateway, shutdown: &CancellationToken, snapshot: bool) -> 
 /// Cuts the live connections the view now lists as revoked, and closes
 /// the pinholes of revoked devices and suspended users.
 fn cut_revoked(gw: &Gateway) {
-    let cut = gw.live.cut_revoked(&gw.view.read());
+    let cut = gw.live.cut_revoked(&gw.view.read(), gw.now());
     if cut > 0 {
         tracing::info!(sessions = cut, "live connections cut on revocation");
     }
@@ -245,9 +245,11 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
                     | Event::UserSuspended { .. }
                     | Event::DeviceRevoked { .. }
                     | Event::CertificateRevoked { .. }
+                    | Event::SourceBlocked { .. }
             ) {
                 cut_revoked(gw);
             }
+            crate::spa::firewall_block(gw, &event);
             match &event {
                 Event::SessionRevoked { session } => gw.assertions.forget(session),
                 Event::GatewayRevoked { name } if name == gw.name() => {

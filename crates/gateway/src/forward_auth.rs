@@ -181,6 +181,7 @@ async fn handle(fa: &ForwardAuth, addr: SocketAddr, req: Request<Incoming>) -> R
         reason: String::new(),
         request_id: request_id.clone(),
         count: 1,
+        transfer: None,
     };
     let verdict = decide(fa, addr, &req, &mut record);
     record.reason = verdict.reason.clone();

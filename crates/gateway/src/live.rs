@@ -28,6 +28,8 @@ pub struct Holder {
     pub device: String,
     /// The client certificate's serial.
     pub serial: String,
+    /// Where the connection comes from.
+    pub source: std::net::IpAddr,
 }
 
 struct Entry {
@@ -108,8 +110,9 @@ impl LiveSessions {
     }
 
     /// Cuts every connection whose session, user, device or certificate
-    /// the view now lists as revoked. Returns how many sessions were cut.
-    pub fn cut_revoked(&self, view: &Inner) -> usize {
+    /// the view now lists as revoked, or whose source it blocks. Returns
+    /// how many sessions were cut.
+    pub fn cut_revoked(&self, view: &Inner, now: i64) -> usize {
         let mut entries = self.lock();
         let mut cut = 0;
         entries.retain(|_, e| {
@@ -117,7 +120,8 @@ impl LiveSessions {
             let revoked = view.sessions.contains(&h.session)
                 || view.users.contains(&h.user)
                 || view.devices.contains(&h.device)
-                || view.certificates.contains(&h.serial);
+                || view.certificates.contains(&h.serial)
+                || view.is_blocked(h.source, now);
             if revoked {
                 e.cut.cancel();
                 cut += 1;
@@ -201,6 +205,7 @@ mod tests {
             user: user.into(),
             device: format!("dev-{user}"),
             serial: format!("serial-{session}"),
+            source: "10.0.0.1".parse().expect("ip"),
         }
     }
 
@@ -215,14 +220,14 @@ mod tests {
 
         let mut view = Inner::default();
         view.sessions.insert("s1".into());
-        assert_eq!(live.cut_revoked(&view), 1);
+        assert_eq!(live.cut_revoked(&view, 0), 1);
         assert!(a1.cut.is_cancelled() && a2.cut.is_cancelled());
         assert!(!b.cut.is_cancelled());
 
         let mut view = Inner::default();
         view.users.insert("bob".into());
         view.devices.insert("dev-carol".into());
-        assert_eq!(live.cut_revoked(&view), 2);
+        assert_eq!(live.cut_revoked(&view, 0), 2);
         assert!(b.cut.is_cancelled() && c.cut.is_cancelled());
         assert!(live.is_empty());
         // Dropping registrations of cut entries is harmless.
@@ -236,13 +241,13 @@ mod tests {
         let one = live.register(holder("s1", "alice"));
         let mut view = Inner::default();
         view.certificates.insert("serial-other".into());
-        assert_eq!(live.cut_revoked(&view), 0);
+        assert_eq!(live.cut_revoked(&view, 0), 0);
         assert!(!one.cut.is_cancelled());
         drop(one);
         assert!(live.is_empty(), "unregistered when the connection ends");
         let two = live.register(holder("s1", "alice"));
         view.certificates.insert("serial-s1".into());
-        assert_eq!(live.cut_revoked(&view), 1);
+        assert_eq!(live.cut_revoked(&view, 0), 1);
         assert!(two.cut.is_cancelled());
     }
 }

@@ -128,6 +128,7 @@ impl Audit<'_> {
             reason: reason.into(),
             request_id: self.request_id.clone(),
             count: 1,
+            transfer: None,
         }
     }
 
@@ -467,6 +468,7 @@ pub async fn handle(
                         reason: format!("upgraded connection cut: {why}"),
                         request_id: String::new(),
                         count: 1,
+                        transfer: None,
                     });
                 }
             });
@@ -487,6 +489,7 @@ pub async fn handle(
                     user: claims.sub.clone(),
                     device: claims.device.clone(),
                     serial: conn.peer.serial.clone(),
+                    source: conn.addr.ip(),
                 });
                 return resp.map(|b| CutBody::new(b, live).boxed());
             }

@@ -97,6 +97,12 @@ pub async fn run(
             drop(tcp);
             continue;
         }
+        // A source blocked by threat detection (or an admin): closed.
+        if gw.view.read().is_blocked(addr.ip(), gw.now()) {
+            tracing::debug!(%addr, "blocked source; closed");
+            drop(tcp);
+            continue;
+        }
         let Some(slot) = per_source.take(addr.ip(), limits.max_connections_per_source) else {
             tracing::debug!(%addr, "too many connections from this source; closed");
             drop(tcp);
@@ -219,6 +225,7 @@ fn handshake_failed(gw: &Gateway, addr: std::net::SocketAddr, e: &std::io::Error
             reason: format!("client_certificate_refused: {err}"),
             request_id: String::new(),
             count: 1,
+            transfer: None,
         }),
         _ => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
     }

@@ -105,6 +105,36 @@ pub fn close_revoked(gw: &Gateway) {
     });
 }
 
+/// With a firewall backend, a blocked source is dropped by the firewall
+/// too (nftables: a deny set, established connections included).
+pub fn firewall_block(gw: &Gateway, event: &umbra_proto::control::Event) {
+    use umbra_proto::control::Event;
+    let Some(pinholes) = gw.pinholes.clone() else {
+        return;
+    };
+    let now = gw.now();
+    let (ip, until) = match event {
+        Event::SourceBlocked { address, until } => (address, Some(*until)),
+        Event::SourceUnblocked { address } => (address, None),
+        _ => return,
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let done = match until {
+            Some(until) => {
+                let secs = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+                pinholes.block(ip, Duration::from_secs(secs)).await
+            }
+            None => pinholes.unblock(ip).await,
+        };
+        if let Err(e) = done {
+            tracing::error!(source = %ip, error = %e, "firewall block could not be changed");
+        }
+    });
+}
+
 /// Serves knocks on `socket` until `shutdown`.
 pub async fn run(
     gw: Arc<Gateway>,
@@ -144,6 +174,12 @@ pub async fn run(
         };
         let packet = &buf[..n];
         let source = from.ip().to_canonical();
+        if gw.view.read().is_blocked(source, gw.now()) {
+            gw.spa_counters
+                .dropped_cheap
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let now =
             SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(gw.now()).unwrap_or(0));
         if packet.starts_with(&umbra_spa::native::MAGIC) {
@@ -319,5 +355,6 @@ fn record(gw: &Gateway, actor: &str, source: IpAddr, resource: &str, outcome: &s
         reason: reason.into(),
         request_id: String::new(),
         count: 1,
+        transfer: None,
     });
 }

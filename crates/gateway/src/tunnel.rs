@@ -13,6 +13,7 @@
 //! it; so does the gateway's shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -86,6 +87,7 @@ fn record(
         reason: reason.into(),
         request_id: String::new(),
         count: 1,
+        transfer: None,
     }
 }
 
@@ -282,6 +284,7 @@ where
         user: claims.sub.clone(),
         device: claims.device.clone(),
         serial: conn.peer.serial.clone(),
+        source: conn.addr.ip(),
     });
     // Revoked between the decision and the registration: the control
     // channel's cut found nothing to cut, so look now.
@@ -289,13 +292,26 @@ where
         return Ended::Cut(why);
     }
     let mut tick = tokio::time::interval(RECHECK);
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut a = Counted {
+        inner: &mut a,
+        bytes: moved.clone(),
+    };
+    let mut b = Counted {
+        inner: &mut b,
+        bytes: moved.clone(),
+    };
+    let mut reported = 0;
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     loop {
         tokio::select! {
-            r = &mut copy => return match r {
-                Ok((up, down)) => Ended::Closed(up, down),
-                Err(e) => Ended::Failed(e),
+            r = &mut copy => {
+                report_transfer(gw, conn, claims, target, moved.load(Ordering::Relaxed), &mut reported, 1);
+                return match r {
+                    Ok((up, down)) => Ended::Closed(up, down),
+                    Err(e) => Ended::Failed(e),
+                };
             },
             () = gw.stop.cancelled() => return Ended::Shutdown,
             // A revocation pushed by the controller: at once.
@@ -307,11 +323,96 @@ where
                 );
             }
             _ = tick.tick() => {
+                report_transfer(gw, conn, claims, target, moved.load(Ordering::Relaxed), &mut reported, REPORT_EVERY);
                 if let Err(why) = still_authorized(gw, conn, claims, target) {
                     return Ended::Cut(why);
                 }
             }
         }
+    }
+}
+
+/// Bytes between two transfer reports of one connection.
+const REPORT_EVERY: u64 = 8 << 20;
+
+/// Tells the controller's threat detection how much a session has moved
+/// over this connection (`gateway.transfer`), every [`REPORT_EVERY`] bytes
+/// and at the end (`step` 1): one session moving a lot is an exfiltration
+/// signal that per-request records do not show.
+fn report_transfer(
+    gw: &Gateway,
+    conn: &Conn,
+    claims: &SessionClaims,
+    target: &Target,
+    total: u64,
+    reported: &mut u64,
+    step: u64,
+) {
+    if total < reported.saturating_add(step) || total == *reported {
+        return;
+    }
+    *reported = total;
+    gw.audit.record(GatewayAuditRecord {
+        ts: gw.now(),
+        actor: format!("user:{}", claims.sub),
+        source_ip: conn.addr.ip().to_string(),
+        action: "gateway.transfer".into(),
+        resource: format!("service:{}", target.service),
+        outcome: "allow".into(),
+        reason: format!("{total} bytes so far in session {}", claims.sid),
+        request_id: String::new(),
+        count: 1,
+        transfer: Some(umbra_proto::control::Transfer {
+            session: claims.sid.clone(),
+            bytes: total,
+        }),
+    });
+}
+
+/// Counts the bytes read through a stream (both ends of a relay are
+/// wrapped, so reads on both count both directions).
+struct Counted<'a, S> {
+    inner: &'a mut S,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            let n = buf.filled().len().saturating_sub(before);
+            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -20,6 +20,15 @@ use umbra_proto::token::SessionClaims;
 use crate::policy::GatewayPolicy;
 
 impl Inner {
+    /// Whether `source` is blocked at `now`.
+    pub fn is_blocked(&self, source: std::net::IpAddr, now: i64) -> bool {
+        !self.blocked.is_empty()
+            && self
+                .blocked
+                .get(&source.to_canonical())
+                .is_some_and(|until| *until > now)
+    }
+
     /// Decides one access with everything the view knows of the session:
     /// its device's posture and the controller's verdict.
     pub fn decide(&self, ask: &crate::policy::Ask<'_>) -> umbra_policy::decision::Decision {
@@ -45,6 +54,8 @@ pub struct Inner {
     pub postures: HashMap<String, PostureReport>,
     /// The controller's latest verdict on each re-evaluated live session.
     pub verdicts: HashMap<String, SessionVerdict>,
+    /// Source addresses refused until a time (Unix seconds).
+    pub blocked: HashMap<std::net::IpAddr, i64>,
     pub keys: HashMap<String, DecodingKey>,
     /// The last event applied; `None` before the first snapshot.
     pub seq: Option<i64>,
@@ -190,6 +201,11 @@ impl View {
                 .iter()
                 .map(|v| (v.session.clone(), v.clone()))
                 .collect(),
+            blocked: s
+                .blocked
+                .iter()
+                .filter_map(|b| Some((b.address.parse().ok()?, b.until)))
+                .collect(),
             keys: keys_from(&s.jwks),
             seq: Some(seq),
             contact: self.clock.now(),
@@ -216,6 +232,16 @@ impl View {
             Event::SessionRevoked { session } => {
                 g.verdicts.remove(session);
                 g.sessions.insert(session.clone());
+            }
+            Event::SourceBlocked { address, until } => {
+                if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+                    g.blocked.insert(ip.to_canonical(), *until);
+                }
+            }
+            Event::SourceUnblocked { address } => {
+                if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+                    g.blocked.remove(&ip.to_canonical());
+                }
             }
             Event::SessionVerdict(v) => {
                 if !g.sessions.contains(&v.session) {

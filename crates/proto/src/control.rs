@@ -157,6 +157,16 @@ pub struct Snapshot {
     /// The latest re-evaluation of each live session that has had one.
     #[serde(default)]
     pub verdicts: Vec<SessionVerdict>,
+    /// Source addresses blocked now.
+    #[serde(default)]
+    pub blocked: Vec<BlockedSource>,
+}
+
+/// A source address blocked until `until` (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BlockedSource {
+    pub address: String,
+    pub until: i64,
 }
 
 /// The outcome of a live session's re-evaluation that gateways enforce:
@@ -256,6 +266,15 @@ pub enum Event {
     /// The controller re-evaluated a live session and it continues, at
     /// this risk, perhaps once its subject passes a fresh MFA.
     SessionVerdict(SessionVerdict),
+    /// Nothing from `address` is served until `until` (Unix seconds):
+    /// threat detection's response, or an admin's.
+    SourceBlocked {
+        address: String,
+        until: i64,
+    },
+    SourceUnblocked {
+        address: String,
+    },
     /// A device was approved: it may knock (SPA) from now on.
     DeviceApproved {
         device: String,
@@ -283,6 +302,8 @@ impl Event {
             Self::PolicyChanged { .. } => "policy_changed",
             Self::PostureChanged { .. } => "posture_changed",
             Self::SessionVerdict(_) => "session_verdict",
+            Self::SourceBlocked { .. } => "source_blocked",
+            Self::SourceUnblocked { .. } => "source_unblocked",
         }
     }
 }
@@ -332,6 +353,17 @@ pub struct GatewayAuditRecord {
     /// How many identical decisions this record stands for.
     #[serde(default = "one")]
     pub count: u64,
+    /// For `gateway.transfer` and a closing tunnel: the bytes the session
+    /// has moved over this connection, for threat detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// Bytes moved by one session over one connection, both ways, so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transfer {
+    pub session: String,
+    pub bytes: u64,
 }
 
 fn one() -> u64 {

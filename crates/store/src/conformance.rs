@@ -230,6 +230,46 @@ pub async fn enrollment_tokens_are_single_use_and_atomic(store: &dyn Store) {
     assert_eq!(store.list_devices().await.expect("list").len(), 1);
 }
 
+pub async fn blocked_sources_extend_expire_and_lift(store: &dyn Store) {
+    let block = |address: &str, until| BlockedSourceRecord {
+        address: address.into(),
+        until,
+        reason: "test".into(),
+        created_at: NOW,
+    };
+    store
+        .block_source(&block("198.51.100.7", NOW + 1800))
+        .await
+        .expect("block");
+    store
+        .block_source(&block("2001:db8::1", NOW + 60))
+        .await
+        .expect("block");
+    // A shorter block does not shorten one in force; a longer one extends it.
+    store
+        .block_source(&block("198.51.100.7", NOW + 10))
+        .await
+        .expect("again");
+    let listed = store.blocked_sources(NOW).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].until, NOW + 1800);
+    store
+        .block_source(&block("198.51.100.7", NOW + 3600))
+        .await
+        .expect("extend");
+    assert_eq!(
+        store.blocked_sources(NOW).await.expect("list")[0].until,
+        NOW + 3600
+    );
+    // Expired blocks drop out.
+    let later = store.blocked_sources(NOW + 61).await.expect("list");
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].address, "198.51.100.7");
+    assert!(store.unblock_source("198.51.100.7").await.expect("lift"));
+    assert!(!store.unblock_source("198.51.100.7").await.expect("again"));
+    assert!(store.blocked_sources(NOW).await.expect("list").is_empty());
+}
+
 pub async fn session_verdicts_move_forward_on_live_sessions_only(store: &dyn Store) {
     let (u, dev, serial) = enrolled(store, "vic").await;
     store
@@ -1093,6 +1133,7 @@ macro_rules! suite {
             policies_and_data_move_the_revision,
             session_mfa_moves_forward_on_live_sessions_only,
             session_verdicts_move_forward_on_live_sessions_only,
+            blocked_sources_extend_expire_and_lift,
             audit_is_found_by_actor_newest_first);
     };
     (@ $make:expr; $($name:ident),*) => {

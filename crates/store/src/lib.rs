@@ -150,6 +150,15 @@ pub trait Store: Send + Sync + 'static {
     /// revoked or expired, or a later verdict is already recorded.
     async fn record_session_verdict(&self, id: &str, verdict: &StoredVerdict) -> Result<bool>;
 
+    // ---- blocked sources ------------------------------------------------------
+    /// Blocks an address until `until` (a later block of the same address
+    /// extends it, never shortens it).
+    async fn block_source(&self, block: &BlockedSourceRecord) -> Result<()>;
+    /// Lifts a block. False when there was none.
+    async fn unblock_source(&self, address: &str) -> Result<bool>;
+    /// Blocks in force at `now`, oldest first; drops expired ones.
+    async fn blocked_sources(&self, now: i64) -> Result<Vec<BlockedSourceRecord>>;
+
     // ---- admin credentials --------------------------------------------------
     async fn create_admin_token(&self, token: &AdminTokenRecord) -> Result<()>;
     async fn admin_token(&self, id: &str) -> Result<Option<AdminTokenRecord>>;

@@ -336,6 +336,16 @@ pub struct EventWindow {
     pub last: i64,
 }
 
+/// A source address blocked at every gateway until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedSourceRecord {
+    /// An IP address, canonical text form.
+    pub address: String,
+    pub until: i64,
+    pub reason: String,
+    pub created_at: i64,
+}
+
 /// What is revoked and still matters at `now`: the gateways' deny lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Revocations {

@@ -785,6 +785,53 @@ impl Store for $store {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn block_source(&self, b: &BlockedSourceRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blocked_sources (address, until, reason, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (address) DO UPDATE SET \
+             until = CASE WHEN excluded.until > blocked_sources.until THEN excluded.until ELSE blocked_sources.until END, \
+             reason = excluded.reason",
+        )
+        .bind(&b.address)
+        .bind(b.until)
+        .bind(&b.reason)
+        .bind(b.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unblock_source(&self, address: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM blocked_sources WHERE address = $1")
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn blocked_sources(&self, now: i64) -> Result<Vec<BlockedSourceRecord>> {
+        sqlx::query("DELETE FROM blocked_sources WHERE until <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT address, until, reason, created_at FROM blocked_sources \
+             ORDER BY created_at, address",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BlockedSourceRecord {
+                    address: r.try_get("address")?,
+                    until: r.try_get("until")?,
+                    reason: r.try_get("reason")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let sql = format!("{SESSION_SELECT} WHERE s.id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

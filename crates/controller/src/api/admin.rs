@@ -34,7 +34,7 @@ use crate::{Controller, recovery, secrets, totp};
 type C = State<Arc<Controller>>;
 
 impl Admin {
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         c: &Controller,
         action: &str,
@@ -308,39 +308,11 @@ pub async fn user_action(
     }
     let totp = match action.as_str() {
         "suspend" => {
-            c.store
-                .set_user_status(&user.id, UserStatus::Suspended, now)
-                .await?;
-            c.publish(&Event::UserSuspended {
-                user: user.name.clone(),
-            })
-            .await?;
-            // The store revoked the user's live sessions with the
-            // suspension (and opens no new one: see `open_session`). The
-            // gateways are told of every revoked, unexpired session of the
-            // user, so resuming the user later does not bring old tokens
-            // back.
-            let revoked: Vec<String> = c
-                .store
-                .list_sessions(None)
-                .await?
-                .into_iter()
-                .filter(|s| s.user_id == user.id && s.revoked_at.is_some() && s.expires_at > now)
-                .map(|s| s.id)
-                .collect();
-            for session in revoked {
-                c.publish(&Event::SessionRevoked { session }).await?;
-            }
+            c.suspend_user(&user).await?;
             None
         }
         "resume" => {
-            c.store
-                .set_user_status(&user.id, UserStatus::Active, now)
-                .await?;
-            c.publish(&Event::UserResumed {
-                user: user.name.clone(),
-            })
-            .await?;
+            c.resume_user(&user).await?;
             None
         }
         "unlock" => {

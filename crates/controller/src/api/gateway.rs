@@ -513,6 +513,16 @@ async fn snapshot(c: &Controller, gateway: &str) -> Result<Snapshot, umbra_store
                 })
             })
             .collect(),
+        blocked: c
+            .store
+            .blocked_sources(now)
+            .await?
+            .into_iter()
+            .map(|b| umbra_proto::control::BlockedSource {
+                address: b.address,
+                until: b.until,
+            })
+            .collect(),
         verdicts: c
             .store
             .list_sessions(Some(now))
@@ -581,5 +591,11 @@ pub async fn audit(
         events.push(event);
     }
     c.store.append_audit_batch(&events).await?;
+    for (event, r) in events.into_iter().zip(&batch.records) {
+        c.detector.offer(crate::detect::Observed {
+            event,
+            transfer: r.transfer.as_ref().map(|t| (t.session.clone(), t.bytes)),
+        });
+    }
     Ok(Json(serde_json::json!({ "accepted": batch.records.len() })))
 }

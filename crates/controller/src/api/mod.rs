@@ -12,6 +12,7 @@
 
 mod admin;
 mod auth;
+mod blocks;
 mod devices;
 mod enroll;
 mod gateway;
@@ -135,6 +136,11 @@ fn private_routes() -> Router<Arc<Controller>> {
             post(admin::revoke_certificate),
         )
         .route("/api/v1/admin/sessions", get(admin::list_sessions))
+        .route("/api/v1/admin/blocks", get(blocks::list).post(blocks::add))
+        .route(
+            "/api/v1/admin/blocks/{address}",
+            axum::routing::delete(blocks::lift),
+        )
         .route(
             "/api/v1/admin/sessions/{id}/revoke",
             post(admin::revoke_session),
