@@ -15,6 +15,7 @@
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
 //! - [`reevaluate`]: continuous verification of every live session.
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
@@ -26,6 +27,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod knock;
+pub mod metrics;
 pub mod password;
 pub mod policies;
 pub mod ratelimit;

@@ -218,6 +218,8 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
     if line.is_empty() {
         return None;
     }
+    // A revocation's latency at this gateway counts from here.
+    let received = tokio::time::Instant::now();
     if gw.view.seq().is_some() && !gw.view.read().connected.load(Ordering::Relaxed) {
         tracing::info!("control channel restored; new sessions are served again");
     }
@@ -247,6 +249,7 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
                     | Event::CertificateRevoked { .. }
             ) {
                 cut_revoked(gw);
+                gw.metrics.revocation_applied(received);
             }
             match &event {
                 Event::SessionRevoked { session } => gw.assertions.forget(session),
