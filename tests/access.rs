@@ -192,6 +192,7 @@ impl Rig {
             spa: dark.map(|d| d.spa),
             limits,
             forward_auth: None,
+            metrics: None,
             routes: vec![
                 route("billing", "/v1/charges"),
                 route("demo", "/"),

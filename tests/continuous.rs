@@ -331,6 +331,7 @@ impl SecondGateway {
             spa: None,
             limits: umbra_gateway::config::RawLimits::default(),
             forward_auth: None,
+            metrics: None,
             routes: vec![RawRoute {
                 service: service.into(),
                 host: None,

@@ -9,7 +9,6 @@
 //! from, and each attack comes from an address of its own.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -69,6 +68,7 @@ async fn a_dark_controller_shows_only_its_public_endpoints_until_a_knock() {
     let public = tc.public_endpoints();
     assert_eq!(public.get("/healthz", None).await.0, StatusCode::OK);
     assert_eq!(public.get("/api/v1/ca", None).await.0, StatusCode::OK);
+    assert_eq!(public.get("/metrics", None).await.0, StatusCode::OK);
     let (status, _) = public
         .get("/api/v1/admin/users", Some(&tc.admin_token))
         .await;
@@ -207,16 +207,14 @@ async fn a_revoked_device_or_a_suspended_user_knocks_at_the_controller_in_vain()
         let mut dropped_at = None;
         for i in 1..=50 {
             let from = format!("127.0.{net}.{i}");
-            let before = tc.controller.knock_counters.dropped.load(Ordering::Relaxed);
+            let before = tc.controller.knock_counters.dropped.get();
             send_from(&tc, &from, &knock(&tc, d, "controller", unix_now())).await;
             let mut waited = 0;
-            while tc.controller.knock_counters.dropped.load(Ordering::Relaxed) == before
-                && waited < 20
-            {
+            while tc.controller.knock_counters.dropped.get() == before && waited < 20 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 waited += 1;
             }
-            if tc.controller.knock_counters.dropped.load(Ordering::Relaxed) > before {
+            if tc.controller.knock_counters.dropped.get() > before {
                 dropped_at = Some(from);
                 break;
             }

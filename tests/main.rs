@@ -19,6 +19,7 @@ mod enrollment;
 mod forward_auth;
 mod forward_auth_nginx;
 mod login;
+mod metrics;
 mod multi_controller;
 mod policy_access;
 mod policy_api;

@@ -68,6 +68,11 @@ impl EventHub {
         self.stop.cancel();
     }
 
+    /// Open control channels (each holds one subscription).
+    pub fn channels(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.stop.cancelled()
     }
@@ -88,6 +93,7 @@ impl Controller {
                 Failure::unavailable()
             })?;
         self.events.wake.notify_one();
+        self.metrics.published(event.kind());
         Ok(seq)
     }
 }

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -53,13 +52,8 @@ pub struct KnockKeys {
     table: RwLock<HashMap<Uuid, Entry>>,
 }
 
-/// What the listener has seen, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct KnockCounters {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub dropped: AtomicU64,
-}
+/// What the listener has seen: `umbra_controller_spa_packets_total`.
+pub type KnockCounters = crate::metrics::SpaPackets;
 
 /// The key `device_id` knocks at this controller with.
 fn controller_key(c: &Controller, device_id: &str) -> Option<GatewayKey> {
@@ -222,7 +216,7 @@ pub async fn run(
         let lookup = |d: &Uuid| keys.key(d);
         match verifier.verify(&buf[..n], source, now, &lookup) {
             Ok(knock) => {
-                c.knock_counters.accepted.fetch_add(1, Ordering::Relaxed);
+                c.knock_counters.accepted.inc();
                 let user = keys.user(&knock.device).unwrap_or_default();
                 let pinholes = pinholes.clone();
                 let hole = Pinhole::new(knock.open, Protocol::Tcp, port, spa.pinhole_ttl);
@@ -263,11 +257,11 @@ fn refused(c: &Arc<Controller>, source: IpAddr, refusal: &Refusal) {
             | Refusal::ReplayCacheFull
     );
     if unauthenticated {
-        c.knock_counters.dropped.fetch_add(1, Ordering::Relaxed);
+        c.knock_counters.dropped.inc();
         tracing::debug!(%source, reason = %refusal, "knock dropped");
         return;
     }
-    c.knock_counters.refused.fetch_add(1, Ordering::Relaxed);
+    c.knock_counters.refused.inc();
     tracing::info!(%source, reason = %refusal, "knock refused");
     let c = c.clone();
     let label = refusal.label();

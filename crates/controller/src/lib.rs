@@ -17,6 +17,7 @@
 //! - [`reevaluate`]: continuous verification of every live session.
 //! - [`detect`]: threat detection and automatic response; [`webhook`]:
 //!   alert delivery.
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 //! - [`password`], [`totp`], [`ratelimit`], [`secrets`]: credential checks.
 //! - [`clock`]: injectable time. [`context`], [`error`]: request plumbing.
 
@@ -29,6 +30,7 @@ pub mod detect;
 pub mod error;
 pub mod events;
 pub mod knock;
+pub mod metrics;
 pub mod password;
 pub mod policies;
 pub mod ratelimit;

@@ -436,6 +436,11 @@ pub async fn evaluate(
             .await?;
         }
     }
+    c.metrics.reevaluated(match judgement {
+        Judgement::Continue => crate::metrics::Reevaluated::Continue,
+        Judgement::StepUp(_) => crate::metrics::Reevaluated::StepUp,
+        Judgement::Terminate(_) => crate::metrics::Reevaluated::Terminate,
+    });
     c.audit_event(
         &actor,
         None,

@@ -58,6 +58,8 @@ pub struct Controller {
     /// bound (enrollment tells devices where to knock).
     pub dark: std::sync::OnceLock<umbra_proto::api::DarkController>,
     pub knock_counters: crate::knock::KnockCounters,
+    /// What `GET /metrics` serves.
+    pub metrics: crate::metrics::Metrics,
     /// The Rego policy set served on the OPA Data API.
     pub policies: crate::policies::Policies,
     /// Live sessions to judge again before their time.
@@ -121,6 +123,7 @@ impl Controller {
             message: e.to_string(),
         })?;
         let login_limiter = RateLimiter::new(config.login_rate_per_minute, config.login_burst);
+        let (metrics, knock_counters) = crate::metrics::Metrics::new();
         let mut controller = Self {
             config,
             store,
@@ -132,7 +135,8 @@ impl Controller {
             events: crate::events::EventHub::default(),
             bootstrap_file: None,
             dark: std::sync::OnceLock::new(),
-            knock_counters: crate::knock::KnockCounters::default(),
+            knock_counters,
+            metrics,
             policies: crate::policies::Policies::default(),
             reevaluation: crate::reevaluate::Reevaluation::default(),
             detector: crate::detect::Detector::default(),

@@ -54,8 +54,24 @@ pub struct RawConfig {
     /// Present: answer `/auth/verify` for a fronting proxy. See
     /// `forward_auth_config`.
     pub forward_auth: Option<crate::forward_auth_config::RawForwardAuth>,
+    /// Present: serve Prometheus metrics on a plain listener.
+    pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (plain HTTP, no client
+/// certificate: bind it to loopback or a management network).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
+}
+
+/// Validated `[metrics]`.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
 }
 
 /// `[limits]`: what one client may hold or send.
@@ -152,6 +168,8 @@ pub struct Config {
     pub spa: Option<crate::spa_config::SpaConfig>,
     /// `Some` when the gateway answers forward-auth requests.
     pub forward_auth: Option<crate::forward_auth_config::ForwardAuthConfig>,
+    /// `Some` when the gateway serves Prometheus metrics.
+    pub metrics: Option<MetricsConfig>,
     pub routes: Vec<Route>,
 }
 
@@ -254,6 +272,19 @@ impl RawConfig {
             .forward_auth
             .map(crate::forward_auth_config::RawForwardAuth::validate)
             .transpose()?;
+        let metrics = match self.metrics {
+            None => None,
+            Some(m) => {
+                let addr: SocketAddr = m
+                    .listen
+                    .parse()
+                    .map_err(|e| invalid("metrics.listen", format!("{:?}: {e}", m.listen)))?;
+                if addr.port() != 0 && addr == listen {
+                    return Err(invalid("metrics.listen", "must differ from listen"));
+                }
+                Some(MetricsConfig { listen: addr })
+            }
+        };
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -352,6 +383,7 @@ impl RawConfig {
             limits,
             spa,
             forward_auth,
+            metrics,
             routes,
         })
     }
@@ -448,6 +480,13 @@ upstream = "http://127.0.0.1:8081"
         assert_eq!(c.routes[0].path_prefix, "/v1/charges");
         assert_eq!(c.routes[0].upstream.as_str(), "127.0.0.1:8081");
         assert_eq!(c.max_staleness, Duration::from_secs(60));
+        assert!(c.metrics.is_none(), "no metrics listener unless asked");
+        let with = BASE.replace(
+            "[[routes]]",
+            "[metrics]\nlisten = \"127.0.0.1:9100\"\n[[routes]]",
+        );
+        let c = Config::parse(&with, Path::new("g.toml")).expect("valid");
+        assert_eq!(c.metrics.map(|m| m.listen.port()), Some(9100));
     }
 
     #[test]
@@ -470,6 +509,16 @@ upstream = "http://127.0.0.1:8081"
                 "routes[0].path_prefix",
             ),
             ("state_dir", "bogus = 1\nstate_dir", "unknown field"),
+            (
+                "[[routes]]",
+                "[metrics]\nlisten = \"nope\"\n[[routes]]",
+                "metrics.listen",
+            ),
+            (
+                "[[routes]]",
+                "[metrics]\nlisten = \"127.0.0.1:9443\"\n[[routes]]",
+                "metrics.listen",
+            ),
             (
                 "[[routes]]",
                 "[[routes]]\nservice = \"other\"\npath_prefix = \"/v1/charges\"\nhost = \"billing\"\nupstream = \"http://127.0.0.1:1\"\n[[routes]]",

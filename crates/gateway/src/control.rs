@@ -218,6 +218,8 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
     if line.is_empty() {
         return None;
     }
+    // A revocation's latency at this gateway counts from here.
+    let received = tokio::time::Instant::now();
     if gw.view.seq().is_some() && !gw.view.read().connected.load(Ordering::Relaxed) {
         tracing::info!("control channel restored; new sessions are served again");
     }
@@ -248,6 +250,7 @@ fn apply_line(gw: &Gateway, line: &[u8]) -> Option<End> {
                     | Event::SourceBlocked { .. }
             ) {
                 cut_revoked(gw);
+                gw.metrics.revocation_applied(received);
             }
             crate::spa::firewall_block(gw, &event);
             match &event {

@@ -41,6 +41,7 @@ use umbra_proto::control::GatewayAuditRecord;
 use umbra_proto::{ApiError, ErrorBody, ErrorCode};
 
 use crate::forward_auth_config::ForwardAuthConfig;
+use crate::metrics::Decision;
 use crate::policy::{Ask, STEP_UP_CHALLENGE, STEP_UP_MESSAGE, explain};
 use crate::{Gateway, path};
 
@@ -142,19 +143,27 @@ pub async fn serve(fa: Arc<ForwardAuth>, listener: TcpListener, shutdown: Cancel
 }
 
 /// One verdict: the status the proxy acts on, and what the audit says.
-struct Verdict {
+struct Verdict<'a> {
     code: Option<ErrorCode>,
     reason: String,
     headers: Vec<(&'static str, HeaderValue)>,
+    /// The service decided on, once the original request is routed.
+    service: Option<&'a str>,
 }
 
-impl Verdict {
+impl<'a> Verdict<'a> {
     fn refuse(code: ErrorCode, reason: impl Into<String>) -> Self {
         Self {
             code: Some(code),
             reason: reason.into(),
             headers: Vec::new(),
+            service: None,
         }
+    }
+
+    fn about(mut self, service: &'a str) -> Self {
+        self.service = Some(service);
+        self
     }
 }
 
@@ -184,6 +193,14 @@ async fn handle(fa: &ForwardAuth, addr: SocketAddr, req: Request<Incoming>) -> R
         transfer: None,
     };
     let verdict = decide(fa, addr, &req, &mut record);
+    let counters = verdict
+        .service
+        .map_or(fa.gw.metrics.unrouted(), |s| fa.gw.metrics.service(s));
+    counters.count(match verdict.code {
+        None => Decision::Allow,
+        Some(ErrorCode::StepUpRequired) => Decision::StepUp,
+        Some(_) => Decision::Deny,
+    });
     record.reason = verdict.reason.clone();
     match verdict.code {
         None => {
@@ -251,12 +268,12 @@ fn reply(fa: &ForwardAuth, verdict: Verdict, request_id: &str) -> Reply {
     r
 }
 
-fn decide<B>(
-    fa: &ForwardAuth,
+fn decide<'a, B>(
+    fa: &'a ForwardAuth,
     addr: SocketAddr,
     req: &Request<B>,
     record: &mut GatewayAuditRecord,
-) -> Verdict {
+) -> Verdict<'a> {
     if !fa.config.trusts(addr.ip()) {
         return Verdict::refuse(
             ErrorCode::Forbidden,
@@ -339,10 +356,10 @@ fn decide<B>(
             "www-authenticate",
             HeaderValue::from_static(STEP_UP_CHALLENGE),
         ));
-        return v;
+        return v.about(&route.service);
     }
     if !decision.allowed() {
-        return Verdict::refuse(ErrorCode::Forbidden, explanation);
+        return Verdict::refuse(ErrorCode::Forbidden, explanation).about(&route.service);
     }
     let mut headers = Vec::new();
     let mut set = |name: &'static str, value: &str| {
@@ -360,13 +377,15 @@ fn decide<B>(
         Ok(a) => set("x-umbra-jwt-assertion", &a),
         Err(e) => {
             tracing::error!(error = %e, "assertion signing failed");
-            return Verdict::refuse(ErrorCode::Internal, "assertion_signing_failed");
+            return Verdict::refuse(ErrorCode::Internal, "assertion_signing_failed")
+                .about(&route.service);
         }
     }
     Verdict {
         code: None,
         reason: explanation,
         headers,
+        service: Some(&route.service),
     }
 }
 

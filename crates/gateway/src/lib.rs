@@ -14,6 +14,7 @@
 //!   keys; fail closed.
 //! - [`policy`]: the decision point built from the controller's policy.
 //! - [`live`]: live connections by session, cut the moment it is revoked.
+//! - [`metrics`]: Prometheus metrics and their plain listener.
 //! - [`authn`]: client-certificate admission and session-token checks.
 //! - [`proxy`]: routing, authorization, header hygiene, forwarding.
 //! - [`path`], [`headers`]: path normalization and header sanitizing.
@@ -39,6 +40,7 @@ pub mod identity;
 /// Path normalization is the policy crate's, so rules and the proxy agree.
 pub use umbra_policy::path;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod renew;
@@ -107,6 +109,8 @@ pub struct Gateway {
     pub knocked: spa::Knocked,
     /// Live tunnels and upgraded connections, cut at once on revocation.
     pub live: Arc<live::LiveSessions>,
+    /// What the metrics listener serves.
+    pub metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -178,11 +182,14 @@ impl Gateway {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port());
+        let (metrics, spa_counters) =
+            metrics::Metrics::new(&config.routes, pinholes.is_some(), clock.now());
         Ok(Arc::new(Self {
+            metrics,
             pinholes,
             spa_socket: std::sync::Mutex::new(spa_socket),
             spa_port,
-            spa_counters: spa::SpaCounters::default(),
+            spa_counters,
             knocked: spa::Knocked::default(),
             live: Arc::default(),
             audit: audit::AuditSink::new(),

@@ -132,6 +132,12 @@ impl LiveSessions {
         cut
     }
 
+    /// Sessions with at least one live connection, and the connections.
+    pub fn counts(&self) -> (usize, usize) {
+        let entries = self.lock();
+        (entries.len(), entries.values().map(|e| e.count).sum())
+    }
+
     /// Sessions with at least one live connection.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -28,6 +28,7 @@ use umbra_proto::{ApiError, ErrorBody, ErrorCode};
 
 use crate::config::Route;
 use crate::live::{CutBody, Holder};
+use crate::metrics::{Decision, ServiceMetrics};
 use crate::policy::{Ask, STEP_UP_CHALLENGE, STEP_UP_MESSAGE, Target, explain};
 use crate::{Gateway, headers, path};
 
@@ -114,6 +115,10 @@ struct Audit<'a> {
     request_id: String,
     resource: String,
     actor: String,
+    /// The request's arrival, and the counters of its service once it is
+    /// routed: every decision is counted where it is audited.
+    started: tokio::time::Instant,
+    metrics: &'a ServiceMetrics,
 }
 
 impl Audit<'_> {
@@ -134,16 +139,31 @@ impl Audit<'_> {
 
     /// Allowed requests are recorded in batches.
     fn record(&self, outcome: &str, reason: &str) {
+        self.count(if outcome == "allow" {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        });
         self.gw.audit.record(self.entry(outcome, reason));
     }
 
     /// A refusal is durable before it is sent.
     async fn deny(&self, reason: &str, code: ErrorCode, message: &str) -> Response<Body> {
+        self.count(if code == ErrorCode::StepUpRequired {
+            Decision::StepUp
+        } else {
+            Decision::Deny
+        });
         self.gw
             .audit
             .record_durable(self.entry("deny", reason))
             .await;
         refusal(code, message, &self.request_id)
+    }
+
+    fn count(&self, decision: Decision) {
+        self.metrics.count(decision);
+        self.metrics.answered(self.started);
     }
 }
 
@@ -200,10 +220,13 @@ pub async fn handle(
     conn: Conn,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let started = tokio::time::Instant::now();
     let request_id = next_request_id();
     let mut audit = Audit {
         gw: &gw,
         conn: &conn,
+        started,
+        metrics: gw.metrics.unrouted(),
         request_id,
         resource: format!(
             "{} {}",
@@ -292,6 +315,7 @@ pub async fn handle(
             .await;
     };
     audit.resource = format!("service:{} {} {normalized}", route.service, req.method());
+    audit.metrics = gw.metrics.service(&route.service);
     let decision = {
         let view = gw.view.read();
         view.decide(&Ask {

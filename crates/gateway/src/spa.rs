@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
@@ -30,12 +29,13 @@ use umbra_spa::native::{Verified, Verifier, VerifierConfig};
 
 use crate::Gateway;
 
-/// What the listener has seen, for logs and (later) metrics.
-#[derive(Debug, Default)]
+/// What the listener has seen: `umbra_gateway_spa_packets_total` by
+/// outcome (`crate::metrics`).
+#[derive(Debug)]
 pub struct SpaCounters {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub dropped_cheap: AtomicU64,
+    pub accepted: prometheus::IntCounter,
+    pub refused: prometheus::IntCounter,
+    pub dropped_cheap: prometheus::IntCounter,
 }
 
 /// The pinholes open for each device (by its knocks), with the user it
@@ -175,9 +175,7 @@ pub async fn run(
         let packet = &buf[..n];
         let source = from.ip().to_canonical();
         if gw.view.read().is_blocked(source, gw.now()) {
-            gw.spa_counters
-                .dropped_cheap
-                .fetch_add(1, Ordering::Relaxed);
+            gw.spa_counters.dropped_cheap.inc();
             continue;
         }
         let now =
@@ -226,9 +224,7 @@ pub async fn run(
                 Err(refusal) => refused(&gw, source, "fwknop", &refusal),
             }
         } else {
-            gw.spa_counters
-                .dropped_cheap
-                .fetch_add(1, Ordering::Relaxed);
+            gw.spa_counters.dropped_cheap.inc();
         }
     }
 }
@@ -281,7 +277,7 @@ fn admit_native(
     let resource = format!("services {} for {}", knock.services.join(","), knock.open);
     match decision {
         Ok(granted) => {
-            gw.spa_counters.accepted.fetch_add(1, Ordering::Relaxed);
+            gw.spa_counters.accepted.inc();
             record(
                 gw,
                 &actor,
@@ -297,7 +293,7 @@ fn admit_native(
             open(gw, pinholes, vec![hole]);
         }
         Err(reason) => {
-            gw.spa_counters.refused.fetch_add(1, Ordering::Relaxed);
+            gw.spa_counters.refused.inc();
             tracing::info!(%source, %device, reason, "SPA knock refused");
             record(gw, &actor, source, &resource, "deny", reason);
         }
@@ -329,9 +325,7 @@ fn refused(gw: &Gateway, source: IpAddr, format: &str, refusal: &Refusal) {
             | Refusal::RateLimited(_)
     );
     if cheap {
-        gw.spa_counters
-            .dropped_cheap
-            .fetch_add(1, Ordering::Relaxed);
+        gw.spa_counters.dropped_cheap.inc();
         tracing::trace!(%source, format, reason = %refusal, "SPA packet dropped");
         return;
     }
@@ -340,7 +334,7 @@ fn refused(gw: &Gateway, source: IpAddr, format: &str, refusal: &Refusal) {
 }
 
 fn refused_reason(gw: &Gateway, source: IpAddr, format: &str, label: &str) {
-    gw.spa_counters.refused.fetch_add(1, Ordering::Relaxed);
+    gw.spa_counters.refused.inc();
     record(gw, "-", source, &format!("{format} knock"), "deny", label);
 }
 

@@ -26,6 +26,7 @@ use umbra_proto::token::SessionClaims;
 
 use crate::Gateway;
 use crate::live::Holder;
+use crate::metrics::Decision;
 use crate::policy::{STEP_UP_MESSAGE, Target, explain};
 use crate::proxy::Conn;
 
@@ -104,7 +105,9 @@ where
         Ok(Ok(line)) => serde_json::from_slice::<TunnelOpen>(&line).ok(),
         _ => None,
     };
+    let unrouted = gw.metrics.unrouted();
     let Some(open) = open else {
+        unrouted.count(Decision::Deny);
         gw.audit
             .record(deny(&device_actor, "-", "tunnel_open_malformed_or_late"));
         let _ = reply(
@@ -126,6 +129,7 @@ where
         None
     };
     if let Some(reason) = unavailable {
+        unrouted.count(Decision::Deny);
         gw.audit.record(deny(&device_actor, &resource, reason));
         let _ = reply(
             &mut stream,
@@ -147,6 +151,7 @@ where
     let claims = match verified {
         Ok(c) => c,
         Err(reason) => {
+            unrouted.count(Decision::Deny);
             gw.audit
                 .record_durable(deny(&device_actor, &resource, reason))
                 .await;
@@ -164,6 +169,7 @@ where
         .routes
         .iter()
         .find(|r| r.protocol == Protocol::Tcp && r.service == open.service);
+    let counters = route.map_or(unrouted, |r| gw.metrics.service(&r.service));
     let target = route.map(|r| Target {
         service: r.service.clone(),
         method: None,
@@ -177,6 +183,7 @@ where
     let (route, target, explanation) = match (route, target, decision) {
         (Some(r), Some(t), Some(d)) if d.allowed() => (r, t, explain(&d)),
         (_, _, Some(d)) if d.needs_step_up() => {
+            counters.count(Decision::StepUp);
             gw.audit
                 .record_durable(deny(
                     &actor,
@@ -192,6 +199,7 @@ where
             return;
         }
         (_, _, d) => {
+            counters.count(Decision::Deny);
             let reason = d.map_or_else(|| "no_tcp_route".to_owned(), |d| explain(&d));
             gw.audit
                 .record_durable(deny(&actor, &resource, &reason))
@@ -201,6 +209,8 @@ where
             return;
         }
     };
+    // Allowed, whether or not the upstream answers (as the audit says).
+    counters.count(Decision::Allow);
     let upstream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect(route.upstream.as_str()),

@@ -159,7 +159,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             &controller,
         )
         .await?;
-        let gateway_url = start_gateway(&api, &url, &dir, &args, &shutdown, &mut tasks).await?;
+        let (gateway_url, gateway_metrics_url) =
+            start_gateway(&api, &url, &dir, &args, &shutdown, &mut tasks).await?;
         for service in [SERVICE, TCP_SERVICE] {
             api.call::<Value>(
                 reqwest::Method::PUT,
@@ -174,6 +175,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             "gateway_url": gateway_url,
             "dashboard_url": format!("{url}/ui/"),
             "metrics_url": format!("{url}/metrics"),
+            "gateway_metrics_url": gateway_metrics_url,
             "service": SERVICE,
             "tcp_service": TCP_SERVICE,
             "admin_token": admin_token,
@@ -321,7 +323,8 @@ async fn ensure_device(
 }
 
 /// The demo upstream on a free loopback port and the gateway in front of
-/// it, enrolled through the admin API on the first run. Returns its URL.
+/// it, enrolled through the admin API on the first run. Returns its URL
+/// and its metrics URL (a plain listener on a free loopback port).
 async fn start_gateway(
     api: &ApiClient,
     url: &str,
@@ -329,7 +332,7 @@ async fn start_gateway(
     args: &DevArgs,
     shutdown: &CancellationToken,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Result<String> {
+) -> Result<(String, String)> {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream.local_addr()?;
     tasks.push(tokio::spawn(umbra_gateway::demo::serve(
@@ -351,6 +354,8 @@ async fn start_gateway(
             )
         })?;
     let gateway_url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let state_dir = dir.join("gateway");
     let cert_path = state_dir.join("gateway.crt");
     // A directory left unused past the certificate's life: enroll again.
@@ -404,6 +409,9 @@ async fn start_gateway(
         }),
         limits: Default::default(),
         forward_auth: None,
+        metrics: Some(umbra_gateway::config::RawMetrics {
+            listen: metrics_addr.to_string(),
+        }),
         routes: vec![
             umbra_gateway::config::RawRoute {
                 service: SERVICE.into(),
@@ -430,13 +438,18 @@ async fn start_gateway(
     umbra_gateway::control::register(&gateway)
         .await
         .map_err(|e| anyhow::anyhow!("registering the dev gateway: {e}"))?;
+    tasks.push(tokio::spawn(umbra_gateway::metrics::serve(
+        gateway.clone(),
+        metrics_listener,
+        shutdown.clone(),
+    )));
     let shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = umbra_gateway::server::run(gateway, listener, shutdown).await {
             tracing::error!(error = %e, "gateway stopped");
         }
     }));
-    Ok(gateway_url)
+    Ok((gateway_url, format!("http://{metrics_addr}/metrics")))
 }
 
 #[allow(clippy::too_many_arguments)]

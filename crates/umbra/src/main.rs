@@ -143,6 +143,16 @@ async fn run_gateway(path: PathBuf) -> Result<()> {
             shutdown.clone(),
         ));
     }
+    if let Some(m) = gateway.config.metrics.clone() {
+        let m_listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .with_context(|| format!("binding metrics.listen {}", m.listen))?;
+        tokio::spawn(umbra_gateway::metrics::serve(
+            gateway.clone(),
+            m_listener,
+            shutdown.clone(),
+        ));
+    }
     umbra_gateway::server::run(gateway, listener, shutdown).await?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::api::openapi::ApiErrors;
 use crate::clock::rfc3339;
 use crate::context::RequestContext;
 use crate::error::{ApiResult, Failure};
+use crate::metrics::{AuthMethod, AuthResult};
 use crate::password::MAX_PASSWORD_LEN;
 use crate::tokens::{Confirmation, SessionClaims};
 use crate::{Controller, totp};
@@ -34,6 +35,8 @@ struct Deny {
     reason: String,
     resource: String,
     code: ErrorCode,
+    /// What `ztna_auth_attempts_total` counts it as.
+    result: AuthResult,
 }
 
 fn deny(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
@@ -41,6 +44,15 @@ fn deny(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
         reason: reason.into(),
         resource: resource.into(),
         code: ErrorCode::AuthenticationFailed,
+        result: AuthResult::Denied,
+    }
+}
+
+/// Wrong credentials (not a refusal of the device or the account).
+fn bad_credentials(reason: impl Into<String>, resource: impl Into<String>) -> Deny {
+    Deny {
+        result: AuthResult::Failure,
+        ..deny(reason, resource)
     }
 }
 
@@ -51,7 +63,20 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let actor = format!("user:{}", req.user.chars().take(64).collect::<String>());
-    match login_inner(&c, &ctx, req).await {
+    let method = match (&req.totp, &req.recovery_code) {
+        (None, Some(_)) => AuthMethod::RecoveryCode,
+        _ => AuthMethod::PasswordTotp,
+    };
+    let result = login_inner(&c, &ctx, req).await;
+    c.metrics.auth(
+        method,
+        match &result {
+            Ok(_) => AuthResult::Success,
+            Err(LoginError::Fail(_)) => AuthResult::Error,
+            Err(LoginError::Deny(d)) => d.result,
+        },
+    );
+    match result {
         Ok(resp) => Ok(resp),
         Err(LoginError::Fail(failure)) => Err(failure),
         Err(LoginError::Deny(d)) => {
@@ -120,6 +145,7 @@ async fn login_inner(
     if c.admit_attempt(ctx.ip).await.is_err() {
         return Err(LoginError::Deny(Deny {
             code: ErrorCode::RateLimited,
+            result: AuthResult::RateLimited,
             ..deny("rate_limited", "-")
         }));
     }
@@ -153,14 +179,17 @@ async fn login_inner(
         DeviceStatus::Revoked => return Err(LoginError::Deny(deny("device_revoked", resource))),
     }
     if req.user.len() > 64 || req.password.len() > MAX_PASSWORD_LEN {
-        return Err(LoginError::Deny(deny("input_too_long", resource)));
+        return Err(LoginError::Deny(bad_credentials(
+            "input_too_long",
+            resource,
+        )));
     }
     let password = Zeroizing::new(req.password);
     let user = c.store.user_by_name(&req.user).await?;
     let Some(user) = user else {
         // Same cost as a real check, so timing does not reveal unknown names.
         c.passwords.verify(password, None).await;
-        return Err(LoginError::Deny(deny("unknown_user", resource)));
+        return Err(LoginError::Deny(bad_credentials("unknown_user", resource)));
     };
     if device.user_id != user.id {
         return Err(LoginError::Deny(deny(
@@ -172,7 +201,10 @@ async fn login_inner(
         return Err(LoginError::Deny(deny("user_suspended", resource)));
     }
     if user.is_locked(now) {
-        return Err(LoginError::Deny(deny("account_locked", resource)));
+        return Err(LoginError::Deny(Deny {
+            result: AuthResult::Locked,
+            ..deny("account_locked", resource)
+        }));
     }
 
     // Exactly one second factor: a TOTP code, or a one-time recovery code.
@@ -180,7 +212,7 @@ async fn login_inner(
         (Some(_), None) => None,
         (None, Some(code)) => Some(code),
         _ => {
-            return Err(LoginError::Deny(deny(
+            return Err(LoginError::Deny(bad_credentials(
                 "second_factor_missing_or_ambiguous",
                 resource,
             )));
@@ -202,13 +234,14 @@ async fn login_inner(
     };
     if let Some(reason) = failure {
         let reason = record_failure(c, &user, reason, now).await?;
-        return Err(LoginError::Deny(deny(reason, resource)));
+        return Err(LoginError::Deny(bad_credentials(reason, resource)));
     }
 
     let posture: PostureReport =
         serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
     let assessed = crate::risk::at_login(c, &user, &posture, ctx.ip, now).await?;
     let risk = assessed.score;
+    c.metrics.risk_score(risk);
     let factors = crate::risk::describe(&assessed);
     let Some(lifetime) = c.config.policy.config.risk.bands.session_lifetime(risk) else {
         return Err(LoginError::Deny(deny(
@@ -357,15 +390,34 @@ pub async fn step_up(
     ctx: RequestContext,
     ApiJson(req): ApiJson<StepUpRequest>,
 ) -> ApiResult<Json<StepUpResponse>> {
+    let mut counted = AuthResult::Denied;
+    let result = step_up_inner(&c, &ctx, req, &mut counted).await;
+    let counted = if result.is_ok() {
+        AuthResult::Success
+    } else {
+        counted
+    };
+    c.metrics.auth(AuthMethod::StepUp, counted);
+    result
+}
+
+/// [`step_up`]; `counted` says what a refusal counts as in
+/// `ztna_auth_attempts_total` (set before each step that can refuse).
+async fn step_up_inner(
+    c: &Controller,
+    ctx: &RequestContext,
+    req: StepUpRequest,
+    counted: &mut AuthResult,
+) -> ApiResult<Json<StepUpResponse>> {
     const ACTION: &str = "auth.step_up";
-    let v = match verify_session(&c, &ctx).await {
+    let v = match verify_session(c, ctx).await {
         Ok(v) => v,
-        Err(reason) => return Err(refuse(&c, &ctx, ACTION, reason).await),
+        Err(reason) => return Err(refuse(c, ctx, ACTION, reason).await),
     };
     let actor = format!("user:{}", v.user.name);
     let resource = format!("session:{}", v.session.id);
     let now = c.now();
-    let (cr, ar, rr, xr) = (&c, &actor, &resource, &ctx);
+    let (cr, ar, rr, xr) = (c, &actor, &resource, ctx);
     let denied = |reason: String| async move {
         cr.audit_event(
             ar,
@@ -381,19 +433,24 @@ pub async fn step_up(
         Failure::auth()
     };
     if c.admit_attempt(ctx.ip).await.is_err() {
+        *counted = AuthResult::RateLimited;
         let _ = denied("rate_limited".into()).await;
         let mut f = Failure::new(ErrorCode::RateLimited, "too many attempts");
         f.retry_after = Some(60 / u64::from(c.config.login_rate_per_minute.max(1)) + 1);
         return Err(f);
     }
     if v.user.is_locked(now) {
+        *counted = AuthResult::Locked;
         return Err(denied("account_locked".into()).await);
     }
+    *counted = AuthResult::Failure;
     if req.totp.len() > 16 {
         return Err(denied("input_too_long".into()).await);
     }
-    if let Some(reason) = check_totp(&c, &v.user, &req.totp, now).await? {
-        let reason = record_failure(&c, &v.user, reason, now).await?;
+    *counted = AuthResult::Error;
+    if let Some(reason) = check_totp(c, &v.user, &req.totp, now).await? {
+        let reason = record_failure(c, &v.user, reason, now).await?;
+        *counted = AuthResult::Failure;
         return Err(denied(reason).await);
     }
     // The token binds to the certificate of this connection, which
@@ -402,8 +459,10 @@ pub async fn step_up(
     let peer =
         PeerCertificate::parse(cert, c.ca.trust_domain()).map_err(|_| Failure::internal())?;
     if !c.store.record_session_mfa(&v.session.id, now).await? {
+        *counted = AuthResult::Denied;
         return Err(denied("session_ended_during_step_up".into()).await);
     }
+    *counted = AuthResult::Error;
     let claims = SessionClaims {
         iss: c.signer.issuer().to_owned(),
         sub: v.user.name.clone(),

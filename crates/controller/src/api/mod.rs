@@ -1,7 +1,7 @@
 //! The HTTP API: routes, the JSON extractor, request ids.
 //!
 //! Layout:
-//! - [`public`]: health, readiness, JWKS, CA certificate.
+//! - [`public`]: health, readiness, metrics, JWKS, CA certificate.
 //! - [`enroll`]: device enrollment (public; the token authenticates).
 //! - [`auth`]: login, logout, session introspection (mTLS required).
 //! - [`devices`]: certificate renewal (mTLS with the current certificate).
@@ -41,7 +41,7 @@ pub enum Routes {
     /// Everything: a controller that is not dark.
     All,
     /// The public endpoints only (a dark controller's `public_listen`):
-    /// health, readiness, JWKS, OpenAPI, the CA and device enrollment,
+    /// health, readiness, metrics, JWKS, OpenAPI, the CA and device enrollment,
     /// which its one-time token authenticates.
     Public,
     /// Everything else (a dark controller's `listen`).
@@ -74,6 +74,7 @@ fn public_routes() -> Router<Arc<Controller>> {
     Router::new()
         .route("/healthz", get(public::healthz))
         .route("/readyz", get(public::readyz))
+        .route("/metrics", get(public::metrics))
         .route("/.well-known/jwks.json", get(public::jwks))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/ca", get(public::ca))

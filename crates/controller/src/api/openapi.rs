@@ -100,6 +100,7 @@ impl Modify for Security {
     paths(
         super::public::healthz,
         super::public::readyz,
+        super::public::metrics,
         super::public::jwks,
         super::public::ca,
         openapi_json,

@@ -68,3 +68,18 @@ pub async fn ca(State(c): State<Arc<Controller>>) -> Response {
     )
         .into_response()
 }
+
+/// Prometheus metrics (text exposition format 0.0.4; `docs/api.md` lists
+/// them). Counts and gauges only: nothing here names a user or a device.
+#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)))]
+pub async fn metrics(State(c): State<Arc<Controller>>) -> Response {
+    let text = c.metrics.render(&c).await;
+    (
+        [
+            (http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
