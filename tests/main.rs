@@ -9,6 +9,8 @@ mod support;
 
 mod access;
 mod admin_api;
+mod browser;
+mod browser_nginx;
 mod cli;
 mod dark;
 mod dark_controller;

@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub firewall: Option<umbra_firewall::FirewallConfig>,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub browser: crate::browser_config::RawBrowser,
 }
 
 /// `[policy]`: the native access rules, compliance policies and risk
@@ -303,6 +305,8 @@ pub struct Config {
     /// `Some`: the controller is dark.
     pub spa: Option<SpaConfig>,
     pub policy: NativePolicy,
+    /// The login page and the controller's `/auth/verify`.
+    pub browser: crate::browser_config::BrowserConfig,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -517,9 +521,11 @@ impl RawConfig {
             None => None,
         };
         let policy = self.policy.validate()?;
+        let browser = self.browser.validate()?;
         Ok(Config {
             spa,
             policy,
+            browser,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,

@@ -21,7 +21,7 @@ use umbra_policy::rego::{PolicySetBuilder, RegoVersion};
 use umbra_policy::rules::PolicyConfig;
 use umbra_proto::PostureReport;
 use umbra_proto::control::{Grant, PolicyBundle};
-use umbra_proto::token::SessionClaims;
+use umbra_proto::token::{BrowserClaims, SessionClaims};
 
 /// What the peer is told when a fresh MFA would let the request through
 /// (with the code `step_up_required`); the audit record says which rule
@@ -127,23 +127,9 @@ impl GatewayPolicy {
 
     /// Decides one access by a session.
     pub fn decide(&self, ask: &Ask<'_>, posture: Option<&PostureReport>) -> Decision {
-        if let Some(reason) = &self.compiled.unusable {
-            return Decision {
-                outcome: Outcome::Deny,
-                conditions: Vec::new(),
-                matched_rule: None,
-                failing_checks: vec![Check::new("policy_unusable", reason.clone())],
-                report_only: Vec::new(),
-                risk: Risk {
-                    score: ask.claims.risk,
-                    factors: Vec::new(),
-                },
-                reasons: vec![reason.clone()],
-            };
-        }
         let c = ask.claims;
         let age = |t: i64| u64::try_from(ask.now.saturating_sub(t)).ok();
-        let input = DecisionInput {
+        self.run(DecisionInput {
             subject: Subject {
                 user: Some(c.sub.clone()),
                 groups: c.groups.clone(),
@@ -172,9 +158,65 @@ impl GatewayPolicy {
                 score: c.risk,
                 factors: Vec::new(),
             },
-        };
+        })
+    }
+
+    /// Decides one access by a browser session (the controller's login
+    /// cookie): a user with no device, so rules that ask for a posture or
+    /// a SPIFFE ID find none.
+    pub fn decide_browser(&self, claims: &BrowserClaims, ask: &BrowserAsk<'_>) -> Decision {
+        let age = |t: i64| u64::try_from(ask.now.saturating_sub(t)).ok();
+        self.run(DecisionInput {
+            subject: Subject {
+                user: Some(claims.sub.clone()),
+                groups: claims.groups.clone(),
+                ..Subject::default()
+            },
+            device: None,
+            request: Request {
+                service: ask.service.to_owned(),
+                method: Some(ask.method.to_owned()),
+                path: Some(ask.path.to_owned()),
+                port: None,
+                sensitivity: None,
+            },
+            context: Context {
+                source_address: Some(ask.source),
+                now_s: ask.now,
+                session_age_s: age(claims.iat),
+                mfa_age_s: Some(age(claims.mfa_at).unwrap_or(0)),
+            },
+            risk: Risk {
+                score: claims.risk,
+                factors: Vec::new(),
+            },
+        })
+    }
+
+    fn run(&self, input: DecisionInput) -> Decision {
+        if let Some(reason) = &self.compiled.unusable {
+            return Decision {
+                outcome: Outcome::Deny,
+                conditions: Vec::new(),
+                matched_rule: None,
+                failing_checks: vec![Check::new("policy_unusable", reason.clone())],
+                report_only: Vec::new(),
+                risk: input.risk,
+                reasons: vec![reason.clone()],
+            };
+        }
         self.point.decide(&input)
     }
+}
+
+/// One HTTP access by a browser session.
+#[derive(Clone, Copy, Debug)]
+pub struct BrowserAsk<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub source: IpAddr,
+    pub now: i64,
 }
 
 fn point(compiled: &Compiled, grants: &BTreeMap<String, Grant>) -> DecisionPoint {

@@ -1033,21 +1033,48 @@ pub async fn browser_sessions_are_listed_revoked_and_published(store: &dyn Store
         vec![("d-1", SessionKind::Device), ("b-1", SessionKind::Browser)],
         "both kinds, oldest first"
     );
-    assert!(store.record_session_mfa("b-1", NOW + 30).await.expect("mfa"));
+    assert!(
+        store
+            .record_session_mfa("b-1", NOW + 30)
+            .await
+            .expect("mfa")
+    );
     assert_eq!(
-        store.session("b-1").await.expect("read").expect("found").mfa_at,
+        store
+            .session("b-1")
+            .await
+            .expect("read")
+            .expect("found")
+            .mfa_at,
         Some(NOW + 30)
     );
-    assert!(store.revoke_session("b-1", NOW + 40, "logout").await.expect("revoke"));
     assert!(
-        !store.revoke_session("b-1", NOW + 41, "again").await.expect("revoke"),
+        store
+            .revoke_session("b-1", NOW + 40, "logout")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_session("b-1", NOW + 41, "again")
+            .await
+            .expect("revoke"),
         "revoked once"
     );
     let b = store.session("b-1").await.expect("read").expect("found");
     assert_eq!(b.revoked_reason.as_deref(), Some("logout"));
-    assert!(!store.record_session_mfa("b-1", NOW + 50).await.expect("mfa"));
+    assert!(
+        !store
+            .record_session_mfa("b-1", NOW + 50)
+            .await
+            .expect("mfa")
+    );
     assert_eq!(
-        store.revocations(NOW + 60).await.expect("revocations").sessions,
+        store
+            .revocations(NOW + 60)
+            .await
+            .expect("revocations")
+            .sessions,
         vec!["b-1".to_owned()]
     );
     // Suspending the user ends the browser sessions too, and none opens.
@@ -1068,7 +1095,13 @@ pub async fn browser_sessions_are_listed_revoked_and_published(store: &dyn Store
     };
     assert!(!store.open_session(&third).await.expect("open"));
     assert!(store.session("b-3").await.expect("read").is_none());
-    assert!(store.list_sessions(Some(NOW + 80)).await.expect("list").is_empty());
+    assert!(
+        store
+            .list_sessions(Some(NOW + 80))
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 macro_rules! suite {
