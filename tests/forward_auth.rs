@@ -31,6 +31,7 @@ pub async fn verify_listener(rig: &Rig, trusted: &[&str]) -> (String, Cancellati
         listen: listener.local_addr().expect("addr").to_string(),
         trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
         login_url: Some(LOGIN_URL.into()),
+        step_up_url: None,
     }
     .validate()
     .expect("forward_auth config");
@@ -160,7 +161,12 @@ async fn missing_forged_and_misbound_sessions_are_asked_to_log_in() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert_eq!(error_code(body), "authentication_failed");
         assert_eq!(header(h, "www-authenticate"), "Bearer realm=\"umbra\"");
-        assert_eq!(header(h, "location"), LOGIN_URL);
+        // The login page, told where the user was going.
+        let location = header(h, "location");
+        assert!(
+            location.starts_with(&format!("{LOGIN_URL}?rd=https%3A%2F%2Fdemo%2F")),
+            "{location}"
+        );
         assert!(header(h, "x-auth-user").is_empty());
     };
     // No token.

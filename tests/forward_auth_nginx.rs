@@ -23,7 +23,7 @@ use crate::support::{Running, TestDevice, free_port};
 
 const EXAMPLE: &str = include_str!("../examples/nginx/nginx.conf");
 
-fn nginx_available() -> bool {
+pub fn nginx_available() -> bool {
     let found = Command::new("nginx").arg("-v").output().is_ok();
     if !found {
         assert!(
@@ -35,7 +35,7 @@ fn nginx_available() -> bool {
     found
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -48,7 +48,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// nginx's own server certificate, from a throwaway CA; that CA's DER.
-fn server_certificate(dir: &Path) -> CertificateDer<'static> {
+pub fn server_certificate(dir: &Path) -> CertificateDer<'static> {
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -94,6 +94,11 @@ async fn start_nginx(
             &format!("proxy_bind {ip};\n            proxy_pass http://umbra_verify/auth/verify;"),
         );
     }
+    start_conf(dir, port, &conf).await
+}
+
+/// Starts nginx on `conf` (checked with `nginx -t` first), listening on `port`.
+pub async fn start_conf(dir: &Path, port: u16, conf: &str) -> Running {
     let file = dir.join(format!("nginx-{port}.conf"));
     std::fs::write(&file, conf).expect("conf");
     let args = |test: bool| {

@@ -9,6 +9,8 @@ mod support;
 
 mod access;
 mod admin_api;
+mod browser;
+mod browser_nginx;
 mod cli;
 mod continuous;
 mod dark;

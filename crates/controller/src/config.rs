@@ -54,6 +54,8 @@ pub struct RawConfig {
     /// `[detection]`: threat detection and automatic response.
     #[serde(default)]
     pub detection: crate::detect::RawDetection,
+    #[serde(default)]
+    pub browser: crate::browser_config::RawBrowser,
 }
 
 /// `[policy]`: the native access rules, compliance policies and risk
@@ -307,6 +309,8 @@ pub struct Config {
     pub spa: Option<SpaConfig>,
     pub policy: NativePolicy,
     pub detection: crate::detect::DetectionConfig,
+    /// The login page and the controller's `/auth/verify`.
+    pub browser: crate::browser_config::BrowserConfig,
 }
 
 /// Longest accepted lifetime for anything configurable, so arithmetic on
@@ -522,10 +526,12 @@ impl RawConfig {
         };
         let policy = self.policy.validate()?;
         let detection = self.detection.validate()?;
+        let browser = self.browser.validate()?;
         Ok(Config {
             spa,
             policy,
             detection,
+            browser,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
             listen,
             trust_domain,

@@ -5,12 +5,14 @@
 //! listener you bound; stop it by cancelling the token you passed.
 //!
 //! Layout:
-//! - [`config`]: TOML config, two-phase parse and validation.
+//! - [`config`]: TOML config, two-phase parse and validation;
+//!   [`browser_config`]: its `[browser]` section.
 //! - [`state`]: the shared [`Controller`] and its start-up (KEK check, CA,
 //!   signing key, bootstrap credential).
 //! - [`server`]: the tokio-rustls accept loops and graceful shutdown.
 //! - [`knock`]: a dark controller's SPA listener; [`spa`]: SPA key material.
-//! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`).
+//! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`,
+//!   and the browser's `login` page and `verify`).
 //! - [`policies`]: the Rego set served on the OPA Data API, rebuilt when
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
@@ -23,6 +25,7 @@
 
 mod access;
 mod api;
+pub mod browser_config;
 pub mod clock;
 pub mod config;
 pub mod context;

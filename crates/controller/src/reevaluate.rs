@@ -292,7 +292,10 @@ async fn pass(c: &Controller, pending: &Pending, now: i64) -> Result<i64, Failur
     let sessions = c.store.list_sessions(Some(now)).await?;
     let mut users = Users::default();
     let mut next_due = i64::MAX;
-    for s in &sessions {
+    // A browser session has no device to judge; it ends with its user's
+    // suspension or an admin's revocation, and every `/auth/verify`
+    // checks it against the revocation lists.
+    for s in sessions.iter().filter(|s| s.kind == umbra_store::SessionKind::Device) {
         let due = due_at(policy, s);
         let why = match pending.reason_for(s) {
             Some(why) => why,
@@ -360,7 +363,7 @@ pub async fn evaluate(
         .parse()
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     let risk = match (&user, &posture, &baseline) {
-        (Some(u), Some(p), Some(b)) => crate::risk::assess(c, u, p, source, b, now),
+        (Some(u), Some(p), Some(b)) => crate::risk::assess(c, u, Some(p), source, b, now),
         // The judgement ends it on the facts alone; no score is needed.
         _ => Risk {
             score: s.verdict.map_or(s.risk, |v| v.risk),
@@ -464,7 +467,7 @@ pub async fn require_step_up(
 ) -> Result<Vec<String>, Failure> {
     let mut asked = Vec::new();
     for s in c.store.list_sessions(Some(now)).await? {
-        if s.user_id != user_id {
+        if s.user_id != user_id || s.kind != umbra_store::SessionKind::Device {
             continue;
         }
         let v = StoredVerdict {
@@ -495,6 +498,7 @@ mod tests {
     fn session(risk: u8) -> SessionRecord {
         SessionRecord {
             id: "s1".into(),
+            kind: umbra_store::SessionKind::Device,
             user_id: "u1".into(),
             user_name: "alice".into(),
             device_id: "d1".into(),

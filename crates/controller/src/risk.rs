@@ -19,11 +19,12 @@ use crate::error::Failure;
 /// enough for a month of a busy user, bounded for one that is not.
 const HISTORY_LIMIT: u32 = 10_000;
 
-/// Scores a login by `user` from `source` on a device reporting `posture`.
+/// Scores a login by `user` from `source` on a device reporting `posture`
+/// (`None`: a browser, whose device is unknown).
 pub async fn at_login(
     c: &Controller,
     user: &UserRecord,
-    posture: &PostureReport,
+    posture: Option<&PostureReport>,
     source: IpAddr,
     now: i64,
 ) -> Result<Risk, Failure> {
@@ -44,12 +45,12 @@ pub async fn baseline(c: &Controller, user: &UserRecord, now: i64) -> Result<Bas
     Ok(Baseline::learn(&events, now, engine))
 }
 
-/// Scores `user` from `source` on a device reporting `posture`, against a
-/// baseline already learned.
+/// Scores `user` from `source` on a device reporting `posture` (`None`: a
+/// browser), against a baseline already learned.
 pub fn assess(
     c: &Controller,
     user: &UserRecord,
-    posture: &PostureReport,
+    posture: Option<&PostureReport>,
     source: IpAddr,
     baseline: &Baseline,
     now: i64,
@@ -58,8 +59,8 @@ pub fn assess(
     engine.assess(&RiskSignals {
         now,
         source: Some(source),
-        posture: Some(posture),
-        last_scan: parse_rfc3339(&posture.last_scan),
+        posture,
+        last_scan: posture.and_then(|p| parse_rfc3339(&p.last_scan)),
         service: None,
         sensitivity: None,
         recent_failures: user.failed_logins,

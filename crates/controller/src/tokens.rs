@@ -14,7 +14,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sha2::{Digest, Sha256};
 
-pub use umbra_proto::token::{Confirmation, SessionClaims};
+use umbra_proto::token::BROWSER_TOKEN_TYPE;
+pub use umbra_proto::token::{BrowserClaims, Confirmation, SessionClaims};
 
 /// Why a token was refused; the string goes to the audit trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum TokenError {
     NotYetValid,
     #[error("token_wrong_issuer")]
     WrongIssuer,
+    #[error("token_wrong_kind")]
+    WrongKind,
 }
 
 /// One signing key as loaded from the store.
@@ -74,6 +77,7 @@ impl TokenError {
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::WrongIssuer => "token_wrong_issuer",
+            Self::WrongKind => "token_wrong_kind",
         }
     }
 }
@@ -224,7 +228,44 @@ impl TokenSigner {
         jsonwebtoken::encode(&header, claims, &set.encoding).map_err(|e| e.to_string())
     }
 
+    /// Signs a browser session token (the cookie's value): its own `typ`
+    /// and an audience, so it is never taken for an agent token.
+    pub fn sign_browser(&self, claims: &BrowserClaims) -> Result<String, String> {
+        let set = self.current();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(set.kid.clone());
+        header.typ = Some(BROWSER_TOKEN_TYPE.into());
+        jsonwebtoken::encode(&header, claims, &set.encoding).map_err(|e| e.to_string())
+    }
+
+    /// Verifies an agent's session token. A browser token is refused
+    /// (its `typ`, and its audience, which agent tokens never carry).
     pub fn verify(&self, token: &str, now: i64) -> Result<SessionClaims, TokenError> {
+        let claims: SessionClaims = self.decode(token, now, false, None)?;
+        check_times(claims.exp, claims.nbf, now)?;
+        Ok(claims)
+    }
+
+    /// Verifies a browser session token for `audience`
+    /// ([`umbra_proto::token::browser_audience`]).
+    pub fn verify_browser(
+        &self,
+        token: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<BrowserClaims, TokenError> {
+        let claims: BrowserClaims = self.decode(token, now, true, Some(audience))?;
+        check_times(claims.exp, claims.nbf, now)?;
+        Ok(claims)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        now: i64,
+        browser: bool,
+        audience: Option<&str>,
+    ) -> Result<T, TokenError> {
         if token.len() > 8192 {
             return Err(TokenError::Malformed);
         }
@@ -240,6 +281,10 @@ impl TokenSigner {
             Some(_) => return Err(TokenError::AlgorithmRefused),
             None => return Err(TokenError::Malformed),
         }
+        let is_browser = header.get("typ").and_then(|t| t.as_str()) == Some(BROWSER_TOKEN_TYPE);
+        if is_browser != browser {
+            return Err(TokenError::WrongKind);
+        }
         let kid = header
             .get("kid")
             .and_then(|k| k.as_str())
@@ -250,32 +295,43 @@ impl TokenSigner {
             return Err(TokenError::RetiredKey);
         }
         let mut validation = Validation::new(Algorithm::ES256);
-        // Expiry is checked below against the injectable clock, not the
-        // library's reading of the system time.
+        // Expiry is checked by the caller against the injectable clock,
+        // not the library's reading of the system time.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         validation.set_issuer(&[self.issuer.as_str()]);
-        let data = jsonwebtoken::decode::<SessionClaims>(token, &key.decoding, &validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused,
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                    _ => TokenError::Malformed,
-                }
-            })?;
-        let claims = data.claims;
-        if claims.exp <= now {
-            return Err(TokenError::Expired);
+        // Without an expected audience, a token that names one is refused:
+        // an agent token never does.
+        match audience {
+            Some(aud) => {
+                validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+                validation.set_audience(&[aud]);
+            }
+            None => validation.set_required_spec_claims(&["exp", "sub", "iss"]),
         }
-        if claims.nbf > now + 60 {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        let data = jsonwebtoken::decode::<T>(token, &key.decoding, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongKind,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        Ok(data.claims)
     }
+}
+
+fn check_times(exp: i64, nbf: i64, now: i64) -> Result<(), TokenError> {
+    if exp <= now {
+        return Err(TokenError::Expired);
+    }
+    if nbf > now + 60 {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -363,6 +419,59 @@ mod tests {
         assert_eq!(s.verify(&hs, 1500), Err(TokenError::AlgorithmRefused));
         // Garbage.
         assert_eq!(s.verify("not.a.jwt", 1500), Err(TokenError::Malformed));
+        // An agent token signed as a browser one, and the other way round.
+        assert_eq!(
+            s.verify_browser(&t, "umbra-browser:td", 1500),
+            Err(TokenError::WrongKind)
+        );
         assert_eq!(s.verify("", 1500), Err(TokenError::Malformed));
+    }
+
+    fn browser(aud: &str) -> BrowserClaims {
+        BrowserClaims {
+            iss: "umbra".into(),
+            aud: aud.into(),
+            sub: "alice".into(),
+            sid: "b1".into(),
+            groups: vec![],
+            risk: 5,
+            iat: 1000,
+            nbf: 1000,
+            exp: 2000,
+            mfa_at: 1000,
+        }
+    }
+
+    #[test]
+    fn browser_tokens_are_their_own_kind_and_audience() {
+        let s = signer();
+        let aud = umbra_proto::token::browser_audience("a.example");
+        let t = s.sign_browser(&browser(&aud)).expect("sign");
+        assert_eq!(
+            s.verify_browser(&t, &aud, 1500).expect("valid"),
+            browser(&aud)
+        );
+        assert_eq!(
+            s.verify(&t, 1500),
+            Err(TokenError::WrongKind),
+            "not an agent token"
+        );
+        let other = umbra_proto::token::browser_audience("b.example");
+        assert_eq!(
+            s.verify_browser(&t, &other, 1500),
+            Err(TokenError::WrongKind)
+        );
+        assert_eq!(s.verify_browser(&t, &aud, 2000), Err(TokenError::Expired));
+        // An agent-typed header over browser claims is no cookie either.
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(s.current_kid());
+        let set = s.current();
+        let plain = jsonwebtoken::encode(&h, &browser(&aud), &set.encoding).expect("sign");
+        assert_eq!(
+            s.verify_browser(&plain, &aud, 1500),
+            Err(TokenError::WrongKind)
+        );
+        // Refused as an agent token too: no device binding, and an audience.
+        assert!(s.verify(&plain, 1500).is_err());
     }
 }

@@ -121,6 +121,11 @@ fn verify_signature(
     if header.get("alg").and_then(|a| a.as_str()) != Some("ES256") {
         return Err("token_algorithm_refused");
     }
+    // A browser's cookie is no bearer token (it also names an audience,
+    // which the validation below refuses, and lacks the binding).
+    if header.get("typ").and_then(|t| t.as_str()) == Some(umbra_proto::token::BROWSER_TOKEN_TYPE) {
+        return Err("token_wrong_kind");
+    }
     let kid = header
         .get("kid")
         .and_then(|k| k.as_str())

@@ -16,6 +16,12 @@
 //! validity, revocation) and binds the token to it, exactly as on its own
 //! listener.
 //!
+//! Browsers: a request with no bearer token but the controller's session
+//! cookie (`__Host-umbra_session`, from its login page) is decided as a
+//! browser session ([`crate::browser`]): no device certificate is asked
+//! for. A 401 carries `Location`, the configured login page with the
+//! user's URL as `rd` (the step-up page for a browser's step-up).
+//!
 //! Fail closed on the proxy's word: requests from addresses outside
 //! `trusted_proxies` are refused outright (403), whatever they carry, and a
 //! trusted proxy that leaves out the original method, URI or client
@@ -149,6 +155,10 @@ struct Verdict<'a> {
     headers: Vec<(&'static str, HeaderValue)>,
     /// The service decided on, once the original request is routed.
     service: Option<&'a str>,
+    /// A browser's step-up: sent to the step-up page, not the login.
+    browser_step_up: bool,
+    /// The user's URL, for the login page to return to.
+    return_url: Option<String>,
 }
 
 impl<'a> Verdict<'a> {
@@ -158,6 +168,8 @@ impl<'a> Verdict<'a> {
             reason: reason.into(),
             headers: Vec::new(),
             service: None,
+            browser_step_up: false,
+            return_url: None,
         }
     }
 
@@ -173,6 +185,8 @@ struct Original {
     path: String,
     host: String,
     client: IpAddr,
+    /// The user's URL as the proxy named it (scheme, host, URI).
+    url: String,
 }
 
 async fn handle(fa: &ForwardAuth, addr: SocketAddr, req: Request<Incoming>) -> Reply {
@@ -255,8 +269,23 @@ fn reply(fa: &ForwardAuth, verdict: Verdict, request_id: &str) -> Reply {
             http::header::WWW_AUTHENTICATE,
             HeaderValue::from_static(LOGIN_CHALLENGE),
         );
-        if let Some(url) = &fa.config.login_url {
-            h.insert(http::header::LOCATION, url.clone());
+    }
+    // Where to log in (or step up), with the user's URL to come back to;
+    // the login page checks that URL against its allowed hosts.
+    let page = match verdict.code {
+        Some(ErrorCode::AuthenticationFailed) => fa.config.login_url.as_ref(),
+        Some(ErrorCode::StepUpRequired) if verdict.browser_step_up => {
+            fa.config.step_up_url.as_ref()
+        }
+        _ => None,
+    };
+    if let Some(page) = page.and_then(|p| p.to_str().ok()) {
+        let location = match &verdict.return_url {
+            Some(rd) => crate::browser::with_return(page, rd),
+            None => page.to_owned(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(http::header::LOCATION, v);
         }
     }
     for (name, value) in verdict.headers {
@@ -273,6 +302,19 @@ fn decide<'a, B>(
     addr: SocketAddr,
     req: &Request<B>,
     record: &mut GatewayAuditRecord,
+) -> Verdict<'a> {
+    let mut return_url = None;
+    let mut v = decide_inner(fa, addr, req, record, &mut return_url);
+    v.return_url = return_url;
+    v
+}
+
+fn decide_inner<'a, B>(
+    fa: &'a ForwardAuth,
+    addr: SocketAddr,
+    req: &Request<B>,
+    record: &mut GatewayAuditRecord,
+    return_url: &mut Option<String>,
 ) -> Verdict<'a> {
     if !fa.config.trusts(addr.ip()) {
         return Verdict::refuse(
@@ -299,7 +341,13 @@ fn decide<'a, B>(
     };
     record.source_ip = original.client.to_string();
     record.resource = format!("{}{} {}", original.host, original.path, original.method);
+    *return_url = Some(original.url.clone());
     let now = gw.now();
+    if bearer(req.headers()).is_none()
+        && let Some(cookie) = crate::browser::session_cookie(req.headers())
+    {
+        return decide_browser(fa, &original, cookie, record, now);
+    }
     let peer = match client_certificate(fa, req.headers(), now) {
         Ok(p) => p,
         Err(why) => return Verdict::refuse(ErrorCode::AuthenticationFailed, why),
@@ -386,6 +434,107 @@ fn decide<'a, B>(
         reason: explanation,
         headers,
         service: Some(&route.service),
+        browser_step_up: false,
+        return_url: None,
+    }
+}
+
+/// A browser session cookie from the controller's login page: no device
+/// certificate, the same policy, with no device in its input.
+fn decide_browser<'a>(
+    fa: &'a ForwardAuth,
+    original: &Original,
+    cookie: &str,
+    record: &mut GatewayAuditRecord,
+    now: i64,
+) -> Verdict<'a> {
+    let gw = &fa.gw;
+    let issuer = gw
+        .issuer
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let view = gw.view.read();
+    let claims = match crate::browser::verify(
+        &view,
+        issuer.as_deref().unwrap_or_default(),
+        gw.trust_domain.as_str(),
+        cookie,
+        now,
+    ) {
+        Ok(c) => c,
+        Err(reason) => {
+            return Verdict::refuse(
+                ErrorCode::AuthenticationFailed,
+                format!("browser session: {reason}"),
+            );
+        }
+    };
+    record.actor = format!("user:{}", claims.sub);
+    let Some(route) = crate::proxy::route(&gw.config.routes, &original.host, &original.path) else {
+        return Verdict::refuse(
+            ErrorCode::Forbidden,
+            format!("no_route: {}{}", original.host, original.path),
+        );
+    };
+    record.resource = format!(
+        "service:{} {} {} (browser)",
+        route.service, original.method, original.path
+    );
+    let decision = view.policy.decide_browser(
+        &claims,
+        &crate::policy::BrowserAsk {
+            service: &route.service,
+            method: original.method.as_str(),
+            path: &original.path,
+            source: original.client,
+            now,
+        },
+        view.verdicts.get(&claims.sid),
+    );
+    drop(view);
+    let explanation = explain(&decision);
+    if decision.needs_step_up() {
+        let mut v = Verdict::refuse(
+            ErrorCode::StepUpRequired,
+            format!("step_up_required: {explanation}"),
+        );
+        v.browser_step_up = true;
+        v.headers.push((
+            "www-authenticate",
+            HeaderValue::from_static(STEP_UP_CHALLENGE),
+        ));
+        return v;
+    }
+    if !decision.allowed() {
+        return Verdict::refuse(ErrorCode::Forbidden, explanation);
+    }
+    let mut headers = Vec::new();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.push((name, v));
+        }
+    };
+    set("x-auth-user", &claims.sub);
+    set("x-auth-groups", &claims.groups.join(","));
+    set("x-risk-score", &decision.risk.score.to_string());
+    set("x-session-id", &claims.sid);
+    set("x-umbra-service", &route.service);
+    let subject = crate::browser::assertion_subject(&claims);
+    match gw.assertions.assert(&subject, &route.service, now) {
+        Ok(a) => set("x-umbra-jwt-assertion", &a),
+        Err(e) => {
+            tracing::error!(error = %e, "assertion signing failed");
+            return Verdict::refuse(ErrorCode::Internal, "assertion_signing_failed");
+        }
+    }
+    Verdict {
+        code: None,
+        reason: format!("browser session; {explanation}"),
+        headers,
+        service: Some(&route.service),
+        browser_step_up: false,
+        return_url: None,
     }
 }
 
@@ -449,11 +598,17 @@ fn original(h: &HeaderMap) -> Result<Original, String> {
             .and_then(|ip| ip.trim().parse::<IpAddr>().ok()),
     }
     .ok_or("original_request_missing: no valid X-Real-IP or X-Forwarded-For")?;
+    let proto = match single(h, &["x-forwarded-proto"])? {
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ => "https",
+    };
+    let authority = single(h, &["x-forwarded-host"])?.unwrap_or_default();
     Ok(Original {
         method,
         path,
         host,
         client,
+        url: format!("{proto}://{authority}{uri}"),
     })
 }
 

@@ -27,8 +27,13 @@ pub struct RawForwardAuth {
     /// Networks whose requests are answered (`"127.0.0.1/32"`, `"10.0.0.5"`).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Where a user without a session logs in; sent in `Location` with 401.
+    /// Where a user without a session logs in; sent in `Location` with
+    /// 401, with the user's URL added as `rd`.
     pub login_url: Option<String>,
+    /// Where a browser steps up (a fresh one-time code). Default: the
+    /// login URL with its `/auth/login` path replaced by `/auth/step-up`.
+    #[serde(default)]
+    pub step_up_url: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +41,7 @@ pub struct ForwardAuthConfig {
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<Cidr>,
     pub login_url: Option<http::HeaderValue>,
+    pub step_up_url: Option<http::HeaderValue>,
 }
 
 impl ForwardAuthConfig {
@@ -77,18 +83,27 @@ impl RawForwardAuth {
             .into_iter()
             .map(|s| Cidr::try_from(s).map_err(|m| invalid("trusted_proxies", m)))
             .collect::<Result<Vec<_>, _>>()?;
-        let login_url = match self.login_url {
-            None => None,
-            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(
+        let url = |key: &str, u: Option<String>| match u {
+            None => Ok(None),
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
                 http::HeaderValue::from_str(&u)
-                    .map_err(|_| invalid("login_url", "not a valid header value"))?,
-            ),
-            Some(u) => return Err(invalid("login_url", format!("{u:?}: an http(s) URL"))),
+                    .map(Some)
+                    .map_err(|_| invalid(key, "not a valid header value"))
+            }
+            Some(u) => Err(invalid(key, format!("{u:?}: an http(s) URL"))),
         };
+        let step_up = self.step_up_url.or_else(|| {
+            let login = self.login_url.as_deref()?;
+            let (base, rest) = login.split_once("/auth/login")?;
+            (rest.is_empty() || rest.starts_with('?')).then(|| format!("{base}/auth/step-up{rest}"))
+        });
+        let login_url = url("login_url", self.login_url)?;
+        let step_up_url = url("step_up_url", step_up)?;
         Ok(ForwardAuthConfig {
             listen,
             trusted_proxies,
             login_url,
+            step_up_url,
         })
     }
 }
@@ -102,6 +117,7 @@ mod tests {
             listen: "127.0.0.1:9444".into(),
             trusted_proxies: proxies.iter().map(|s| (*s).to_owned()).collect(),
             login_url: None,
+            step_up_url: None,
         }
     }
 
@@ -159,5 +175,12 @@ mod tests {
         let mut r = raw(&["127.0.0.1"]);
         r.login_url = Some("https://login.example/\r\nX: y".into());
         assert!(r.validate().is_err());
+        let mut r = raw(&["127.0.0.1"]);
+        r.login_url = Some("https://app.example/auth/login".into());
+        let c = r.validate().expect("valid");
+        assert_eq!(
+            c.step_up_url.expect("derived"),
+            "https://app.example/auth/step-up"
+        );
     }
 }

@@ -15,7 +15,8 @@
 //! - [`policy`]: the decision point built from the controller's policy.
 //! - [`live`]: live connections by session, cut the moment it is revoked.
 //! - [`metrics`]: Prometheus metrics and their plain listener.
-//! - [`authn`]: client-certificate admission and session-token checks.
+//! - [`authn`]: client-certificate admission and session-token checks;
+//!   [`browser`]: the controller's browser session cookies.
 //! - [`proxy`]: routing, authorization, header hygiene, forwarding.
 //! - [`path`], [`headers`]: path normalization and header sanitizing.
 //! - [`renew`]: certificate renewal at two thirds of its life.
@@ -30,6 +31,7 @@
 pub mod assertion;
 pub mod audit;
 pub mod authn;
+pub mod browser;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -21,7 +21,7 @@ use umbra_policy::rego::{PolicySetBuilder, RegoVersion};
 use umbra_policy::rules::PolicyConfig;
 use umbra_proto::PostureReport;
 use umbra_proto::control::{Grant, PolicyBundle, SessionVerdict};
-use umbra_proto::token::SessionClaims;
+use umbra_proto::token::{BrowserClaims, SessionClaims};
 
 /// What the peer is told when a fresh MFA would let the request through
 /// (with the code `step_up_required`); the audit record says which rule
@@ -141,20 +141,7 @@ impl GatewayPolicy {
         verdict: Option<&SessionVerdict>,
     ) -> Decision {
         let mut d = self.decide_policy(ask, posture, verdict);
-        if let Some(since) = step_up_owed(ask.claims, verdict)
-            && d.outcome != Outcome::Deny
-        {
-            d.outcome = Outcome::Conditional;
-            if !d.conditions.contains(&Condition::StepUpMfa) {
-                d.conditions.insert(0, Condition::StepUpMfa);
-            }
-            d.failing_checks.push(Check::new(
-                "session_step_up",
-                format!("the controller's re-evaluation asks for an MFA since {since}"),
-            ));
-            d.reasons
-                .push("re-evaluation: a fresh MFA is owed".to_owned());
-        }
+        hold_for_step_up(&mut d, step_up_owed(ask.claims, verdict));
         d
     }
 
@@ -165,20 +152,6 @@ impl GatewayPolicy {
         verdict: Option<&SessionVerdict>,
     ) -> Decision {
         let risk_now = verdict.map(|v| v.risk);
-        if let Some(reason) = &self.compiled.unusable {
-            return Decision {
-                outcome: Outcome::Deny,
-                conditions: Vec::new(),
-                matched_rule: None,
-                failing_checks: vec![Check::new("policy_unusable", reason.clone())],
-                report_only: Vec::new(),
-                risk: Risk {
-                    score: risk_now.unwrap_or(ask.claims.risk),
-                    factors: Vec::new(),
-                },
-                reasons: vec![reason.clone()],
-            };
-        }
         let c = ask.claims;
         let age = |t: i64| u64::try_from(ask.now.saturating_sub(t)).ok();
         let input = DecisionInput {
@@ -216,6 +189,7 @@ impl GatewayPolicy {
         // policy, then held until the step-up the controller's verdict asks
         // for is paid (before the verdict arrives, held all the same).
         if let Some(excused) = &self.excused
+            && self.compiled.unusable.is_none()
             && let Some(findings) = self.fails_required(posture, ask.now)
         {
             let mut d = excused.decide(&input);
@@ -234,6 +208,61 @@ impl GatewayPolicy {
                 );
             }
             return d;
+        }
+        self.run(input)
+    }
+
+    /// Decides one access by a browser session (the controller's login
+    /// cookie): a user with no device, so rules that ask for a posture or
+    /// a SPIFFE ID find none. The controller's verdict on the session
+    /// counts as for an agent's.
+    pub fn decide_browser(
+        &self,
+        claims: &BrowserClaims,
+        ask: &BrowserAsk<'_>,
+        verdict: Option<&SessionVerdict>,
+    ) -> Decision {
+        let age = |t: i64| u64::try_from(ask.now.saturating_sub(t)).ok();
+        let mut d = self.run(DecisionInput {
+            subject: Subject {
+                user: Some(claims.sub.clone()),
+                groups: claims.groups.clone(),
+                ..Subject::default()
+            },
+            device: None,
+            request: Request {
+                service: ask.service.to_owned(),
+                method: Some(ask.method.to_owned()),
+                path: Some(ask.path.to_owned()),
+                port: None,
+                sensitivity: None,
+            },
+            context: Context {
+                source_address: Some(ask.source),
+                now_s: ask.now,
+                session_age_s: age(claims.iat),
+                mfa_age_s: Some(age(claims.mfa_at).unwrap_or(0)),
+            },
+            risk: Risk {
+                score: verdict.map_or(claims.risk, |v| v.risk),
+                factors: Vec::new(),
+            },
+        });
+        hold_for_step_up(&mut d, owed_since(Some(claims.mfa_at), verdict));
+        d
+    }
+
+    fn run(&self, input: DecisionInput) -> Decision {
+        if let Some(reason) = &self.compiled.unusable {
+            return Decision {
+                outcome: Outcome::Deny,
+                conditions: Vec::new(),
+                matched_rule: None,
+                failing_checks: vec![Check::new("policy_unusable", reason.clone())],
+                report_only: Vec::new(),
+                risk: input.risk,
+                reasons: vec![reason.clone()],
+            };
         }
         self.point.decide(&input)
     }
@@ -266,13 +295,39 @@ impl GatewayPolicy {
 /// When the controller's verdict owes a step-up this token has not yet
 /// paid (no MFA after the time it names): that time.
 pub fn step_up_owed(claims: &SessionClaims, verdict: Option<&SessionVerdict>) -> Option<i64> {
+    owed_since(claims.mfa_at, verdict)
+}
+
+/// [`step_up_owed`] for a token's MFA time.
+pub fn owed_since(mfa_at: Option<i64>, verdict: Option<&SessionVerdict>) -> Option<i64> {
     let since = verdict?.step_up_at?;
-    match claims.mfa_at {
+    match mfa_at {
         // Strictly after: an MFA in the very second the condition arose
         // may have come before it.
         Some(at) if at > since => None,
         _ => Some(since),
     }
+}
+
+/// Holds an access that is not denied until the step-up the controller
+/// owes `since` is paid.
+fn hold_for_step_up(d: &mut Decision, since: Option<i64>) {
+    let Some(since) = since else {
+        return;
+    };
+    if d.outcome == Outcome::Deny {
+        return;
+    }
+    d.outcome = Outcome::Conditional;
+    if !d.conditions.contains(&Condition::StepUpMfa) {
+        d.conditions.insert(0, Condition::StepUpMfa);
+    }
+    d.failing_checks.push(Check::new(
+        "session_step_up",
+        format!("the controller's re-evaluation asks for an MFA since {since}"),
+    ));
+    d.reasons
+        .push("re-evaluation: a fresh MFA is owed".to_owned());
 }
 
 /// The decision point without the required compliance policy, when a
@@ -291,6 +346,16 @@ fn excused_point(compiled: &Compiled, grants: &BTreeMap<String, Grant>) -> Optio
         config: with_grants(&native, grants.values()),
         rego: compiled.rego.clone(),
     })
+}
+
+/// One HTTP access by a browser session.
+#[derive(Clone, Copy, Debug)]
+pub struct BrowserAsk<'a> {
+    pub service: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub source: IpAddr,
+    pub now: i64,
 }
 
 fn point(compiled: &Compiled, grants: &BTreeMap<String, Grant>) -> DecisionPoint {

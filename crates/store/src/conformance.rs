@@ -79,6 +79,7 @@ async fn enrolled(store: &dyn Store, name: &str) -> (UserRecord, String, String)
 fn session(id: &str, u: &UserRecord, dev: &str, serial: &str) -> SessionRecord {
     SessionRecord {
         id: id.into(),
+        kind: SessionKind::Device,
         user_id: u.id.clone(),
         user_name: u.name.clone(),
         device_id: dev.into(),
@@ -997,6 +998,7 @@ pub async fn revocations_list_what_still_matters(store: &dyn Store) {
         .expect("enroll");
     let session = |id: &str, expires_at| SessionRecord {
         id: id.into(),
+        kind: SessionKind::Device,
         user_id: alice.id.clone(),
         user_name: alice.name.clone(),
         device_id: "d1".into(),
@@ -1119,6 +1121,104 @@ pub async fn policies_and_data_move_the_revision(store: &dyn Store) {
     assert_eq!(snap.data.len(), 1);
 }
 
+pub async fn browser_sessions_are_listed_revoked_and_published(store: &dyn Store) {
+    let (u, dev, serial) = enrolled(store, "brenda").await;
+    let browser = SessionRecord {
+        kind: SessionKind::Browser,
+        device_id: String::new(),
+        cert_serial: String::new(),
+        created_at: NOW + 1,
+        ..session("b-1", &u, "", "")
+    };
+    assert!(store.open_session(&browser).await.expect("open browser"));
+    assert!(
+        store
+            .open_session(&session("d-1", &u, &dev, &serial))
+            .await
+            .expect("open device")
+    );
+    assert_eq!(
+        store.session("b-1").await.expect("read").expect("found"),
+        browser
+    );
+    let live = store.list_sessions(Some(NOW)).await.expect("list");
+    let ids: Vec<(&str, SessionKind)> = live.iter().map(|s| (s.id.as_str(), s.kind)).collect();
+    assert_eq!(
+        ids,
+        vec![("d-1", SessionKind::Device), ("b-1", SessionKind::Browser)],
+        "both kinds, oldest first"
+    );
+    assert!(
+        store
+            .record_session_mfa("b-1", NOW + 30)
+            .await
+            .expect("mfa")
+    );
+    assert_eq!(
+        store
+            .session("b-1")
+            .await
+            .expect("read")
+            .expect("found")
+            .mfa_at,
+        Some(NOW + 30)
+    );
+    assert!(
+        store
+            .revoke_session("b-1", NOW + 40, "logout")
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_session("b-1", NOW + 41, "again")
+            .await
+            .expect("revoke"),
+        "revoked once"
+    );
+    let b = store.session("b-1").await.expect("read").expect("found");
+    assert_eq!(b.revoked_reason.as_deref(), Some("logout"));
+    assert!(
+        !store
+            .record_session_mfa("b-1", NOW + 50)
+            .await
+            .expect("mfa")
+    );
+    assert_eq!(
+        store
+            .revocations(NOW + 60)
+            .await
+            .expect("revocations")
+            .sessions,
+        vec!["b-1".to_owned()]
+    );
+    // Suspending the user ends the browser sessions too, and none opens.
+    let second = SessionRecord {
+        id: "b-2".into(),
+        ..browser.clone()
+    };
+    assert!(store.open_session(&second).await.expect("open"));
+    store
+        .set_user_status(&u.id, UserStatus::Suspended, NOW + 70)
+        .await
+        .expect("suspend");
+    let b2 = store.session("b-2").await.expect("read").expect("found");
+    assert_eq!(b2.revoked_reason.as_deref(), Some("user suspended"));
+    let third = SessionRecord {
+        id: "b-3".into(),
+        ..browser
+    };
+    assert!(!store.open_session(&third).await.expect("open"));
+    assert!(store.session("b-3").await.expect("read").is_none());
+    assert!(
+        store
+            .list_sessions(Some(NOW + 80))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
 macro_rules! suite {
     ($make:expr) => {
         $crate::conformance::suite!(@ $make;
@@ -1134,7 +1234,8 @@ macro_rules! suite {
             session_mfa_moves_forward_on_live_sessions_only,
             session_verdicts_move_forward_on_live_sessions_only,
             blocked_sources_extend_expire_and_lift,
-            audit_is_found_by_actor_newest_first);
+            audit_is_found_by_actor_newest_first,
+            browser_sessions_are_listed_revoked_and_published);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(

@@ -106,12 +106,35 @@ pub struct CertificateRecord {
     pub revoked_reason: Option<String>,
 }
 
+/// What a session was opened from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionKind {
+    /// An agent's login over mTLS: bound to a device certificate.
+    #[default]
+    Device,
+    /// The controller's login page: a cookie, no device (`device_id` and
+    /// `cert_serial` are empty).
+    Browser,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Browser => "browser",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: String,
+    pub kind: SessionKind,
     pub user_id: String,
     pub user_name: String,
+    /// Empty for a browser session.
     pub device_id: String,
+    /// Empty for a browser session.
     pub cert_serial: String,
     pub source_ip: String,
     pub risk: u8,

@@ -92,6 +92,9 @@ pub(crate) fn from_json(text: String) -> Result<Vec<String>> {
 
 pub(crate) const SESSION_SELECT: &str =
     "SELECT s.*, u.name AS user_name FROM sessions s JOIN users u ON u.id = s.user_id";
+pub(crate) const BROWSER_SESSION_SELECT: &str = "SELECT s.id, s.user_id, s.source_ip, s.risk, \
+     s.created_at, s.expires_at, s.revoked_at, s.revoked_reason, s.mfa_at, u.name AS user_name \
+     FROM browser_sessions s JOIN users u ON u.id = s.user_id";
 pub(crate) const DEVICE_SELECT: &str =
     "SELECT d.*, u.name AS user_name FROM devices d JOIN users u ON u.id = d.user_id";
 
@@ -163,6 +166,7 @@ fn session_row(row: &$row) -> Result<SessionRecord> {
     let risk: i64 = row.try_get("risk")?;
     Ok(SessionRecord {
         id: row.try_get("id")?,
+        kind: SessionKind::Device,
         user_id: row.try_get("user_id")?,
         user_name: row.try_get("user_name")?,
         device_id: row.try_get("device_id")?,
@@ -189,6 +193,27 @@ fn session_row(row: &$row) -> Result<SessionRecord> {
                 _ => None,
             }
         },
+    })
+}
+
+fn browser_session_row(row: &$row) -> Result<SessionRecord> {
+    let risk: i64 = row.try_get("risk")?;
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        kind: SessionKind::Browser,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        device_id: String::new(),
+        cert_serial: String::new(),
+        source_ip: row.try_get("source_ip")?,
+        risk: u8::try_from(risk).map_err(|_| StoreError::Corrupt(format!("risk {risk}")))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+        mfa_at: row.try_get("mfa_at")?,
+        // Browser sessions are not re-evaluated (no device to judge).
+        verdict: None,
     })
 }
 
@@ -396,6 +421,15 @@ impl Store for $store {
             .await?;
         if status == UserStatus::Suspended {
             revoke_sessions_where(&mut tx, SessionsBy::User, id, now, "user suspended").await?;
+            sqlx::query(
+                "UPDATE browser_sessions SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE user_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind("user suspended")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -723,6 +757,23 @@ impl Store for $store {
         if active.rows_affected() != 1 {
             return Ok(false);
         }
+        if s.kind == SessionKind::Browser {
+            sqlx::query(
+                "INSERT INTO browser_sessions (id, user_id, source_ip, risk, created_at, expires_at, mfa_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.source_ip)
+            .bind(i64::from(s.risk))
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .bind(s.mfa_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, device_id, cert_serial, source_ip, risk, created_at, expires_at, mfa_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -744,28 +795,34 @@ impl Store for $store {
 
     async fn record_session_mfa(&self, id: &str, at: i64) -> Result<bool> {
         // Only a live session, and never backwards (a slow step-up that
-        // lands after a newer one must not age the session's MFA).
-        let done = sqlx::query(
-            "UPDATE sessions SET mfa_at = $1 \
-             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
-             AND (mfa_at IS NULL OR mfa_at < $1)",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
+        // lands after a newer one must not age the session's MFA). The id
+        // is in one of the two tables; the other matches no row.
+        for table in ["sessions", "browser_sessions"] {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET mfa_at = $1 \
+                 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+                 AND (mfa_at IS NULL OR mfa_at < $1)"
+            )))
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                return Ok(true);
+            }
+            // Unchanged because it already says `at` or later: still live?
+            let live = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT 1 FROM {table} WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
+            )))
+            .bind(id)
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await?;
+            if live.is_some() {
+                return Ok(true);
+            }
         }
-        // Unchanged because it already says `at` or later: still live?
-        let live = sqlx::query(
-            "SELECT 1 FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(id)
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(live.is_some())
+        Ok(false)
     }
 
     async fn record_session_verdict(&self, id: &str, v: &StoredVerdict) -> Result<bool> {
@@ -838,40 +895,56 @@ impl Store for $store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(session_row).transpose()
+        if let Some(row) = row {
+            return session_row(&row).map(Some);
+        }
+        let sql = format!("{BROWSER_SESSION_SELECT} WHERE s.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(browser_session_row).transpose()
     }
 
     async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>> {
-        let rows = match live_at {
-            Some(now) => {
-                let sql = format!(
-                    "{SESSION_SELECT} WHERE s.revoked_at IS NULL AND s.expires_at > $1 ORDER BY s.created_at"
-                );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(now)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!("{SESSION_SELECT} ORDER BY s.created_at");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?
+        let filter = if live_at.is_some() {
+            " WHERE s.revoked_at IS NULL AND s.expires_at > $1"
+        } else {
+            ""
+        };
+        let query = |select: &str| {
+            let q = sqlx::query(sqlx::AssertSqlSafe(format!("{select}{filter}")));
+            match live_at {
+                Some(now) => q.bind(now),
+                None => q,
             }
         };
-        rows.iter().map(session_row).collect()
+        let devices = query(SESSION_SELECT).fetch_all(&self.pool).await?;
+        let browsers = query(BROWSER_SESSION_SELECT).fetch_all(&self.pool).await?;
+        let mut out = devices
+            .iter()
+            .map(session_row)
+            .chain(browsers.iter().map(browser_session_row))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
     }
 
     async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut changed = 0;
+        for table in ["sessions", "browser_sessions"] {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE id = $3 AND revoked_at IS NULL"
+            )))
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            changed += done.rows_affected();
+        }
+        Ok(changed == 1)
     }
 
     async fn create_admin_token(&self, t: &AdminTokenRecord) -> Result<()> {
@@ -1174,7 +1247,9 @@ impl Store for $store {
             rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
         };
         let sessions = sqlx::query(
-            "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY id",
+            "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > $1 \
+             UNION ALL SELECT id FROM browser_sessions \
+             WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY id",
         )
         .bind(now)
         .fetch_all(&self.pool)

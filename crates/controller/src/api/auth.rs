@@ -185,11 +185,9 @@ async fn login_inner(
         )));
     }
     let password = Zeroizing::new(req.password);
-    let user = c.store.user_by_name(&req.user).await?;
-    let Some(user) = user else {
-        // Same cost as a real check, so timing does not reveal unknown names.
-        c.passwords.verify(password, None).await;
-        return Err(LoginError::Deny(bad_credentials("unknown_user", resource)));
+    let user = match login_account(c, &req.user, &password).await? {
+        Ok(user) => user,
+        Err(reason) => return Err(LoginError::Deny(bad_credentials(reason, resource))),
     };
     if device.user_id != user.id {
         return Err(LoginError::Deny(deny(
@@ -197,13 +195,15 @@ async fn login_inner(
             resource,
         )));
     }
-    if user.status != UserStatus::Active {
-        return Err(LoginError::Deny(deny("user_suspended", resource)));
-    }
-    if user.is_locked(now) {
+    if let Some(reason) = account_refusal(&user, now) {
+        let result = if reason == "account_locked" {
+            AuthResult::Locked
+        } else {
+            AuthResult::Denied
+        };
         return Err(LoginError::Deny(Deny {
-            result: AuthResult::Locked,
-            ..deny("account_locked", resource)
+            result,
+            ..deny(reason, resource)
         }));
     }
 
@@ -218,28 +218,17 @@ async fn login_inner(
             )));
         }
     };
-    let password_ok = c
-        .passwords
-        .verify(password, Some(user.password_hash.clone()))
-        .await;
-    let failure = if !password_ok {
-        Some("bad_password")
-    } else if let Some(code) = recovery_code {
-        match crate::recovery::hash(&c.config.kek, &user.id, code) {
-            Some(h) if c.store.consume_recovery_code(&user.id, &h, now).await? => None,
-            _ => Some("bad_recovery_code"),
-        }
-    } else {
-        check_totp(c, &user, req.totp.as_deref().unwrap_or_default(), now).await?
+    let second = match recovery_code {
+        Some(code) => SecondFactor::Recovery(code),
+        None => SecondFactor::Totp(req.totp.as_deref().unwrap_or_default()),
     };
-    if let Some(reason) = failure {
-        let reason = record_failure(c, &user, reason, now).await?;
+    if let Some(reason) = check_credentials(c, &user, password, second, now).await? {
         return Err(LoginError::Deny(bad_credentials(reason, resource)));
     }
 
     let posture: PostureReport =
         serde_json::from_str(&device.posture).map_err(|_| Failure::internal())?;
-    let assessed = crate::risk::at_login(c, &user, &posture, ctx.ip, now).await?;
+    let assessed = crate::risk::at_login(c, &user, Some(&posture), ctx.ip, now).await?;
     let risk = assessed.score;
     c.metrics.risk_score(risk);
     let factors = crate::risk::describe(&assessed);
@@ -258,6 +247,7 @@ async fn login_inner(
     }
     let session = SessionRecord {
         id: uuid::Uuid::new_v4().to_string(),
+        kind: umbra_store::SessionKind::Device,
         user_id: user.id.clone(),
         user_name: user.name.clone(),
         device_id: device.id.clone(),
@@ -325,9 +315,77 @@ async fn login_inner(
     }))
 }
 
+/// Looks up the account a login names. An unknown name costs a password
+/// hash too, so timing does not reveal which names exist.
+pub(super) async fn login_account(
+    c: &Controller,
+    name: &str,
+    password: &Zeroizing<String>,
+) -> Result<Result<UserRecord, &'static str>, Failure> {
+    match c.store.user_by_name(name).await? {
+        Some(user) => Ok(Ok(user)),
+        None => {
+            c.passwords.verify(password.clone(), None).await;
+            Ok(Err("unknown_user"))
+        }
+    }
+}
+
+/// Why the account may not log in now (before any credential is checked).
+pub(super) fn account_refusal(user: &UserRecord, now: i64) -> Option<&'static str> {
+    if user.status != UserStatus::Active {
+        Some("user_suspended")
+    } else if user.is_locked(now) {
+        Some("account_locked")
+    } else {
+        None
+    }
+}
+
+/// The second factor a login presents.
+pub(super) enum SecondFactor<'a> {
+    Totp(&'a str),
+    /// A one-time recovery code.
+    Recovery(&'a str),
+}
+
+/// Checks the password and the second factor (consuming a TOTP step or a
+/// recovery code); a failure counts towards the lockout. `Some(reason)`,
+/// with the lockout count, when either fails. Shared by the agent's login
+/// and the login page, so both draw from one lockout.
+pub(super) async fn check_credentials(
+    c: &Controller,
+    user: &UserRecord,
+    password: Zeroizing<String>,
+    second: SecondFactor<'_>,
+    now: i64,
+) -> Result<Option<String>, Failure> {
+    let password_ok = c
+        .passwords
+        .verify(password, Some(user.password_hash.clone()))
+        .await;
+    let failure = if !password_ok {
+        Some("bad_password")
+    } else {
+        match second {
+            SecondFactor::Recovery(code) => {
+                match crate::recovery::hash(&c.config.kek, &user.id, code) {
+                    Some(h) if c.store.consume_recovery_code(&user.id, &h, now).await? => None,
+                    _ => Some("bad_recovery_code"),
+                }
+            }
+            SecondFactor::Totp(code) => check_totp(c, user, code, now).await?,
+        }
+    };
+    match failure {
+        None => Ok(None),
+        Some(reason) => record_failure(c, user, reason, now).await.map(Some),
+    }
+}
+
 /// Checks a TOTP code against the user's secret and consumes its time step
 /// (single use across controllers). `Some(reason)` when it fails.
-async fn check_totp(
+pub(super) async fn check_totp(
     c: &Controller,
     user: &UserRecord,
     code: &str,
@@ -349,7 +407,7 @@ async fn check_totp(
 }
 
 /// Counts a failed second factor towards the lockout; the reason to audit.
-async fn record_failure(
+pub(super) async fn record_failure(
     c: &Controller,
     user: &UserRecord,
     reason: &str,

@@ -9,17 +9,24 @@
 //! - [`gateway`]: gateway enrollment, registration, control channel, audit.
 //! - [`guard`]: credential checks shared by `auth` and `admin`.
 //! - [`opa`]: the OPA REST API (`/v1/data`, `/v1/policies`).
+//! - [`login`]: the browser login, step-up and logout pages ([`page`]:
+//!   their HTML, cookies and return URLs); [`verify`]: `/auth/verify` for
+//!   reverse proxies ([`forwarded`]: what a trusted proxy says).
 
 mod admin;
 mod auth;
 mod blocks;
 mod devices;
 mod enroll;
+mod forwarded;
 mod gateway;
 mod guard;
+mod login;
 mod opa;
 pub mod openapi;
+mod page;
 mod public;
+mod verify;
 
 use std::sync::Arc;
 
@@ -29,7 +36,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use umbra_proto::ErrorCode;
 
 use crate::Controller;
@@ -41,8 +48,9 @@ pub enum Routes {
     /// Everything: a controller that is not dark.
     All,
     /// The public endpoints only (a dark controller's `public_listen`):
-    /// health, readiness, metrics, JWKS, OpenAPI, the CA and device enrollment,
-    /// which its one-time token authenticates.
+    /// health, readiness, metrics, JWKS, OpenAPI, the CA, device enrollment
+    /// (which its one-time token authenticates), and the browser's login
+    /// pages and `/auth/verify`.
     Public,
     /// Everything else (a dark controller's `listen`).
     Private,
@@ -79,6 +87,19 @@ fn public_routes() -> Router<Arc<Controller>> {
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/ca", get(public::ca))
         .route("/api/v1/enroll", post(enroll::enroll))
+        // The browser's login pages and forward-auth: a browser has no
+        // client certificate, and a dark controller serves them here.
+        .route(
+            "/auth/login",
+            get(login::login_page).post(login::login_submit),
+        )
+        .route(
+            "/auth/step-up",
+            get(login::step_up_page).post(login::step_up_submit),
+        )
+        .route("/auth/logout", post(login::logout))
+        .route("/auth/verify", any(verify::verify))
+        .route("/auth/verify/{*original}", any(verify::verify_envoy))
 }
 
 fn private_routes() -> Router<Arc<Controller>> {

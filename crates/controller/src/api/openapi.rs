@@ -151,6 +151,13 @@ impl Modify for Security {
         super::opa::get_policy,
         super::opa::put_policy,
         super::opa::delete_policy,
+        super::login::login_page,
+        super::login::login_submit,
+        super::login::step_up_page,
+        super::login::step_up_submit,
+        super::login::logout,
+        super::verify::verify,
+        super::verify::verify_envoy,
     ),
     components(schemas(ErrorBody, ControlFrame, Event, Snapshot, super::opa::OpaError)),
     tags(
@@ -159,6 +166,7 @@ impl Modify for Security {
         (name = "sessions", description = "Login over mTLS, logout, introspection"),
         (name = "gateways", description = "Gateway enrollment and the control channel"),
         (name = "admin", description = "Administration (admin token or admin session)"),
+        (name = "browser", description = "The login page (HTML forms, a session cookie) and forward-auth for reverse proxies"),
         (name = "policy", description = "The OPA REST API: Data API and policy modules, in OPA's shapes (errors are `{\"code\", \"message\", \"errors\"}`)"),
     )
 )]
