@@ -253,7 +253,7 @@ async fn the_login_page_sets_a_host_cookie_and_verify_allows_asks_and_denies() {
     let done = b.login(&rig.alice, at, "https://app.example/x").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.header("location"), "https://app.example/x");
-    let set = done
+    let set = b
         .set_cookies
         .iter()
         .find(|c| c.starts_with(SESSION))
@@ -432,7 +432,7 @@ async fn step_up_and_logout_work_through_the_pages() {
     let out = b.post("/auth/logout", &[]).await;
     assert_eq!(out.status, StatusCode::OK);
     assert!(
-        out.set_cookies
+        b.set_cookies
             .iter()
             .any(|c| c.starts_with(SESSION) && c.contains("Max-Age=0"))
     );
