@@ -121,7 +121,8 @@ if [[ $BUILD == commit ]]; then
         mv "$SRC.tmp" "$SRC"
     fi
     rm -rf "$SRC/bench/revobench" && mkdir -p "$SRC/bench/revobench"
-    cp -r bench/revobench/Cargo.toml bench/revobench/Cargo.lock bench/revobench/src "$SRC/bench/revobench/"
+    # -p keeps the times, so an unchanged tool is not rebuilt.
+    cp -rp bench/revobench/Cargo.toml bench/revobench/Cargo.lock bench/revobench/src "$SRC/bench/revobench/"
     BUILT_FROM="crates/ of commit $COMMIT exactly (git archive into $SRC); bench/revobench from the working tree"
     TARGET=${CARGO_TARGET_DIR:-$BUILD_DIR/target}
 else
