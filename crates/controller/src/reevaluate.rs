@@ -295,7 +295,10 @@ async fn pass(c: &Controller, pending: &Pending, now: i64) -> Result<i64, Failur
     // A browser session has no device to judge; it ends with its user's
     // suspension or an admin's revocation, and every `/auth/verify`
     // checks it against the revocation lists.
-    for s in sessions.iter().filter(|s| s.kind == umbra_store::SessionKind::Device) {
+    for s in sessions
+        .iter()
+        .filter(|s| s.kind == umbra_store::SessionKind::Device)
+    {
         let due = due_at(policy, s);
         let why = match pending.reason_for(s) {
             Some(why) => why,
