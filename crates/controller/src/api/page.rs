@@ -181,11 +181,7 @@ pub fn return_to(config: &BrowserConfig, rd: &str) -> Option<String> {
         return None;
     }
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    config
-        .return_hosts
-        .iter()
-        .any(|h| *h == host)
-        .then(|| rd.to_owned())
+    config.return_hosts.contains(&host).then(|| rd.to_owned())
 }
 
 #[cfg(test)]
