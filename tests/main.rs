@@ -9,6 +9,7 @@ mod support;
 
 mod access;
 mod admin_api;
+mod audit;
 mod cli;
 mod dark;
 mod dark_controller;

@@ -51,6 +51,18 @@ pub struct RawConfig {
     pub firewall: Option<umbra_firewall::FirewallConfig>,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]`: the tamper-evident audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// How often the controller signs the chain's head (default 60 s): the
+    /// longest a record stays covered by the hash chain alone, which
+    /// someone with write access to the database could recompute.
+    pub checkpoint_interval_seconds: Option<u64>,
 }
 
 /// `[policy]`: the native access rules, compliance policies and risk
@@ -300,6 +312,7 @@ pub struct Config {
     pub admin_token_ttl_secs: i64,
     pub max_body_bytes: usize,
     pub event_poll: std::time::Duration,
+    pub audit_checkpoint_interval: std::time::Duration,
     /// `Some`: the controller is dark.
     pub spa: Option<SpaConfig>,
     pub policy: NativePolicy,
@@ -506,6 +519,13 @@ impl RawConfig {
                 message: "must be 10..=60000".into(),
             });
         }
+        let checkpoint_secs = self.audit.checkpoint_interval_seconds.unwrap_or(60);
+        if !(1..=86_400).contains(&checkpoint_secs) {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_interval_seconds",
+                message: "must be 1..=86400".into(),
+            });
+        }
         if self.firewall.is_some() && self.spa.is_none() {
             return Err(ConfigError::Invalid {
                 key: "firewall",
@@ -521,6 +541,7 @@ impl RawConfig {
             spa,
             policy,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
+            audit_checkpoint_interval: std::time::Duration::from_secs(checkpoint_secs),
             listen,
             trust_domain,
             server_names,

@@ -11,6 +11,8 @@
 //! - [`server`]: the tokio-rustls accept loops and graceful shutdown.
 //! - [`knock`]: a dark controller's SPA listener; [`spa`]: SPA key material.
 //! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`).
+//! - [`audit`]: the audit log's checkpoint key, periodic signed
+//!   checkpoints, and the API views of records and checkpoints.
 //! - [`policies`]: the Rego set served on the OPA Data API, rebuilt when
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
@@ -19,6 +21,7 @@
 
 mod access;
 mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -120,6 +120,10 @@ pub async fn run_with(
     let poll = controller.config.event_poll;
     tokio::spawn(crate::events::tail(controller.clone(), poll));
     tokio::spawn(crate::policies::watch(controller.clone(), poll));
+    let checkpoints = tokio::spawn(crate::audit::checkpoints(
+        controller.clone(),
+        controller.config.audit_checkpoint_interval,
+    ));
     let Listeners {
         main,
         public,
@@ -206,6 +210,11 @@ pub async fn run_with(
     }
     if let Some(task) = knock_task {
         let _ = task.await;
+    }
+    // Sign the records of the last moments too.
+    checkpoints.abort();
+    if let Err(e) = controller.checkpoint_audit().await {
+        tracing::warn!(error = e.message, "final audit checkpoint failed");
     }
     if let Some(pinholes) = dark
         && let Err(e) = pinholes.shutdown().await
