@@ -18,10 +18,10 @@ use umbra_store::chain::checkpoint::{CheckpointBody, SigningKey};
 use umbra_store::chain::{self, Link};
 use umbra_store::{Checkpoint, Store};
 
+use crate::Controller;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::error::Failure;
 use crate::state::StartError;
-use crate::Controller;
 
 /// The sealed key's name in the store's secrets (and its sealing context).
 const KEY_SECRET: &str = "audit-checkpoint-key";
@@ -42,12 +42,15 @@ pub async fn load_or_create_key(
     let stored = match store.secret(KEY_SECRET).await? {
         Some(s) => s,
         None => {
-            let pkcs8 =
-                zeroize::Zeroizing::new(SigningKey::generate_pkcs8().map_err(|e| fail(e.to_string()))?);
+            let pkcs8 = zeroize::Zeroizing::new(
+                SigningKey::generate_pkcs8().map_err(|e| fail(e.to_string()))?,
+            );
             let sealed = kek
                 .seal(KEY_SECRET, &pkcs8)
                 .map_err(|e| fail(e.to_string()))?;
-            store.insert_secret_if_absent(KEY_SECRET, &sealed, now).await?
+            store
+                .insert_secret_if_absent(KEY_SECRET, &sealed, now)
+                .await?
         }
     };
     let pkcs8 = kek
@@ -89,7 +92,10 @@ pub async fn checkpoints(controller: Arc<Controller>, every: Duration) {
     loop {
         tick.tick().await;
         if let Err(e) = controller.checkpoint_audit().await {
-            tracing::warn!(error = e.message, "audit checkpoint failed; retrying next interval");
+            tracing::warn!(
+                error = e.message,
+                "audit checkpoint failed; retrying next interval"
+            );
         }
     }
 }
@@ -131,8 +137,12 @@ pub fn checkpoint_view(cp: Checkpoint) -> AuditCheckpoint {
 
 /// An exported record, back in the store's terms for verification.
 pub fn record_from_view(v: AuditRecord) -> Result<umbra_store::AuditRecord, String> {
-    let ts = parse_rfc3339(&v.timestamp)
-        .ok_or_else(|| format!("record {}: timestamp {:?} is not RFC 3339", v.id, v.timestamp))?;
+    let ts = parse_rfc3339(&v.timestamp).ok_or_else(|| {
+        format!(
+            "record {}: timestamp {:?} is not RFC 3339",
+            v.id, v.timestamp
+        )
+    })?;
     let link = v.hash_version.map(|version| Link {
         version,
         prev_hash: v.prev_hash.unwrap_or_default(),

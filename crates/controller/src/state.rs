@@ -144,7 +144,10 @@ impl Controller {
         })?;
         // So is the audit checkpoints' key: copy it off the host to verify
         // exports against it (`umbra admin audit verify --public-key`).
-        let key_path = controller.config.data_dir.join(crate::audit::PUBLIC_KEY_FILE);
+        let key_path = controller
+            .config
+            .data_dir
+            .join(crate::audit::PUBLIC_KEY_FILE);
         let key_hex = format!("{}\n", controller.audit_key.public_key().to_hex());
         std::fs::write(&key_path, key_hex).map_err(|source| StartError::Write {
             path: key_path,

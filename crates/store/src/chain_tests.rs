@@ -6,12 +6,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::Store;
 use crate::chain::checkpoint::{CheckpointBody, SigningKey};
 use crate::chain::verify::{Problem, Summary};
 use crate::chain::{self, Fields};
 use crate::export::verify_store;
 use crate::model::*;
-use crate::Store;
 
 /// Runs one SQL statement as the attacker (panics on failure).
 pub type Exec = dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Sync;
@@ -23,7 +23,12 @@ fn event(i: i64, actor: &str, outcome: Outcome) -> AuditEvent {
         ts: NOW + i,
         actor: actor.into(),
         source_ip: "10.0.0.1".into(),
-        action: if i % 2 == 0 { "login" } else { "gateway.access" }.into(),
+        action: if i % 2 == 0 {
+            "login"
+        } else {
+            "gateway.access"
+        }
+        .into(),
         resource: format!("service:s{i}"),
         outcome,
         reason: String::new(),
@@ -46,7 +51,10 @@ async fn checkpoint(store: &dyn Store, key: &SigningKey) -> i64 {
         last_id: head.last_id,
         last_hash: head.last_hash,
     });
-    store.append_audit_checkpoint(&cp).await.expect("checkpoint")
+    store
+        .append_audit_checkpoint(&cp)
+        .await
+        .expect("checkpoint")
 }
 
 async fn verify(store: &dyn Store, key: &SigningKey) -> Result<Summary, Problem> {
@@ -59,13 +67,18 @@ pub async fn appends_are_chained_and_checkpointed(store: &dyn Store) {
     let k = key();
     assert_eq!(verify(store, &k).await.expect("empty").last_id, 0);
     let empty = store.audit_head().await.expect("head");
-    assert_eq!((empty.last_id, empty.genesis_id, empty.last_hash), (0, 0, chain::GENESIS));
+    assert_eq!(
+        (empty.last_id, empty.genesis_id, empty.last_hash),
+        (0, 0, chain::GENESIS)
+    );
     let id = store
         .append_audit(&event(0, "user:ann", Outcome::Allow))
         .await
         .expect("append");
     assert_eq!(id, 1);
-    let batch: Vec<AuditEvent> = (1..6).map(|i| event(i, "user:bob", Outcome::Deny)).collect();
+    let batch: Vec<AuditEvent> = (1..6)
+        .map(|i| event(i, "user:bob", Outcome::Deny))
+        .collect();
     store.append_audit_batch(&batch).await.expect("batch");
     let first = checkpoint(store, &k).await;
     store
@@ -73,21 +86,40 @@ pub async fn appends_are_chained_and_checkpointed(store: &dyn Store) {
         .await
         .expect("append");
     let head = store.audit_head().await.expect("head");
-    assert_eq!((head.last_id, head.genesis_id, head.legacy_count), (7, 1, 0));
+    assert_eq!(
+        (head.last_id, head.genesis_id, head.legacy_count),
+        (7, 1, 0)
+    );
     assert_eq!(head.checkpoint_high, first);
     let records = store.audit_after(0, 100).await.expect("read");
-    let links: Vec<_> = records.iter().map(|r| r.link.clone().expect("chained")).collect();
+    let links: Vec<_> = records
+        .iter()
+        .map(|r| r.link.clone().expect("chained"))
+        .collect();
     assert_eq!(links[0].prev_hash, chain::to_hex(&chain::GENESIS));
     for pair in links.windows(2) {
-        assert_eq!(pair[1].prev_hash, pair[0].hash, "each links to the one before");
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "each links to the one before"
+        );
     }
     assert_eq!(links[6].hash, chain::to_hex(&head.last_hash));
-    let latest = store.latest_audit_checkpoint().await.expect("read").expect("one");
+    let latest = store
+        .latest_audit_checkpoint()
+        .await
+        .expect("read")
+        .expect("one");
     assert_eq!((latest.id, latest.body.last_id), (first, 6));
     assert!(k.public_key().verifies(&latest), "stored as signed");
     assert_eq!(
         verify(store, &k).await,
-        Ok(Summary { records: 7, legacy: 0, last_id: 7, checkpoints: 1, signed_through: 6 })
+        Ok(Summary {
+            records: 7,
+            legacy: 0,
+            last_id: 7,
+            checkpoints: 1,
+            signed_through: 6
+        })
     );
     let other = key();
     assert_eq!(
@@ -121,7 +153,11 @@ pub async fn concurrent_appenders_do_not_fork_the_chain(store: &dyn Store) {
 pub async fn filters_select_records(store: &dyn Store) {
     let events: Vec<_> = (0..20)
         .map(|i| {
-            let outcome = if i % 3 == 0 { Outcome::Deny } else { Outcome::Allow };
+            let outcome = if i % 3 == 0 {
+                Outcome::Deny
+            } else {
+                Outcome::Allow
+            };
             event(i, if i < 10 { "user:ann" } else { "user:bob" }, outcome)
         })
         .collect();
@@ -148,12 +184,27 @@ pub async fn filters_select_records(store: &dyn Store) {
         until: Some(NOW + 10),
         ..AuditFilter::default()
     };
-    assert_eq!(ids(logins_in_window).await, [5, 7, 9], "since inclusive, until exclusive");
-    let paged = AuditFilter { after: 15, limit: 3, ..AuditFilter::default() };
+    assert_eq!(
+        ids(logins_in_window).await,
+        [5, 7, 9],
+        "since inclusive, until exclusive"
+    );
+    let paged = AuditFilter {
+        after: 15,
+        limit: 3,
+        ..AuditFilter::default()
+    };
     assert_eq!(ids(paged).await, [16, 17, 18]);
-    let through = AuditFilter { after: 15, through: Some(17), ..AuditFilter::default() };
+    let through = AuditFilter {
+        after: 15,
+        through: Some(17),
+        ..AuditFilter::default()
+    };
     assert_eq!(ids(through).await, [16, 17]);
-    let nobody = AuditFilter { actor: Some("user:%".into()), ..AuditFilter::default() };
+    let nobody = AuditFilter {
+        actor: Some("user:%".into()),
+        ..AuditFilter::default()
+    };
     assert!(ids(nobody).await.is_empty(), "no patterns");
 }
 
@@ -174,7 +225,9 @@ pub enum Tamper {
 /// the first bad record.
 pub async fn tampering_is_named(store: &dyn Store, exec: &Exec, how: Tamper) {
     let k = key();
-    let events: Vec<_> = (0..10).map(|i| event(i, "user:ann", Outcome::Allow)).collect();
+    let events: Vec<_> = (0..10)
+        .map(|i| event(i, "user:ann", Outcome::Allow))
+        .collect();
     store.append_audit_batch(&events).await.expect("batch");
     let cp = checkpoint(store, &k).await;
     assert!(verify(store, &k).await.is_ok(), "clean before");
@@ -207,17 +260,28 @@ pub async fn tampering_is_named(store: &dyn Store, exec: &Exec, how: Tamper) {
         }
         Tamper::Rewrite => {
             rewrite_from(store, exec, 5).await;
-            Problem::Rewritten { checkpoint: cp, last_id: 10, since: 0 }
+            Problem::Rewritten {
+                checkpoint: cp,
+                last_id: 10,
+                since: 0,
+            }
         }
         Tamper::Truncate => {
             exec("DELETE FROM audit_log WHERE id > 8".into()).await;
-            let h8 = store.audit_after(7, 1).await.expect("read")[0].link.clone().expect("link");
+            let h8 = store.audit_after(7, 1).await.expect("read")[0]
+                .link
+                .clone()
+                .expect("link");
             exec(format!(
                 "UPDATE audit_chain SET last_id = 8, last_hash = '{}'",
                 h8.hash
             ))
             .await;
-            Problem::Truncated { checkpoint: cp, last_id: 10, end: 8 }
+            Problem::Truncated {
+                checkpoint: cp,
+                last_id: 10,
+                end: 8,
+            }
         }
     };
     assert_eq!(verify(store, &k).await, Err(expected), "{how:?}");
@@ -226,7 +290,10 @@ pub async fn tampering_is_named(store: &dyn Store, exec: &Exec, how: Tamper) {
 /// The attacker's best effort: change record `from` and recompute the
 /// chain after it, so that every link and hash is consistent again.
 async fn rewrite_from(store: &dyn Store, exec: &Exec, from: i64) {
-    exec(format!("UPDATE audit_log SET outcome = 'deny' WHERE id = {from}")).await;
+    exec(format!(
+        "UPDATE audit_log SET outcome = 'deny' WHERE id = {from}"
+    ))
+    .await;
     let records = store.audit_after(0, 100).await.expect("read");
     let mut prev = chain::GENESIS;
     for r in &records {
@@ -254,7 +321,11 @@ async fn rewrite_from(store: &dyn Store, exec: &Exec, from: i64) {
         .await;
         prev = hash;
     }
-    exec(format!("UPDATE audit_chain SET last_hash = '{}'", chain::to_hex(&prev))).await;
+    exec(format!(
+        "UPDATE audit_chain SET last_hash = '{}'",
+        chain::to_hex(&prev)
+    ))
+    .await;
 }
 
 macro_rules! chain_suite {

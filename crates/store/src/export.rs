@@ -59,7 +59,9 @@ impl Walk {
             // Past the last record: whatever checkpoints remain.
             let rest = self.checkpoints(store, i64::MAX).await?;
             self.done = rest.len() < self.page();
-            return Ok((!rest.is_empty()).then(|| rest.into_iter().map(Entry::Checkpoint).collect()));
+            return Ok(
+                (!rest.is_empty()).then(|| rest.into_iter().map(Entry::Checkpoint).collect())
+            );
         };
         self.filter.after = last;
         let mut covering = Vec::new();

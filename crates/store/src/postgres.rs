@@ -16,9 +16,9 @@ use sqlx::{Postgres, Row, Transaction};
 
 use umbra_proto::api::{DeviceStatus, UserStatus};
 
+use crate::chain::checkpoint::Checkpoint;
 use crate::model::*;
 use crate::shared::*;
-use crate::chain::checkpoint::Checkpoint;
 use crate::{Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use umbra_proto::api::{
-    AdminTokenResponse, CreateEnrollmentTokenRequest, CreateGatewayRequest,
-    CreateUserRequest, CreateUserResponse, Device, EnrollmentToken, Gateway, GatewayToken, List,
-    PutServiceRequest, ResetTotpResponse, Role, Service, Session, User,
+    AdminTokenResponse, CreateEnrollmentTokenRequest, CreateGatewayRequest, CreateUserRequest,
+    CreateUserResponse, Device, EnrollmentToken, Gateway, GatewayToken, List, PutServiceRequest,
+    ResetTotpResponse, Role, Service, Session, User,
 };
 
 use crate::client::{ApiClient, read_ca};

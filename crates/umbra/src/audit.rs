@@ -129,7 +129,9 @@ pub async fn run(api: Option<&ApiClient>, cmd: AuditCommand, json: bool) -> Resu
                 })
                 .collect();
             table::print(
-                &["id", "time", "actor", "action", "resource", "outcome", "reason"],
+                &[
+                    "id", "time", "actor", "action", "resource", "outcome", "reason",
+                ],
                 &rows,
             );
             Ok(())
@@ -191,9 +193,11 @@ fn load_key(arg: &str) -> Result<PublicKey> {
     if let Some(k) = PublicKey::from_hex(arg) {
         return Ok(k);
     }
-    let text = std::fs::read_to_string(arg)
-        .with_context(|| format!("--public-key {arg:?}: neither 64 hex digits nor a readable file"))?;
-    PublicKey::from_hex(&text).ok_or_else(|| anyhow!("{arg}: not an Ed25519 public key (64 hex digits)"))
+    let text = std::fs::read_to_string(arg).with_context(|| {
+        format!("--public-key {arg:?}: neither 64 hex digits nor a readable file")
+    })?;
+    PublicKey::from_hex(&text)
+        .ok_or_else(|| anyhow!("{arg}: not an Ed25519 public key (64 hex digits)"))
 }
 
 /// Export lines, from a file or the controller's streamed response.
@@ -215,14 +219,18 @@ impl Lines {
             Self::Http { resp, buf } => loop {
                 if let Some(end) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=end).collect();
-                    return Ok(Some(String::from_utf8(line).context("export is not UTF-8")?));
+                    return Ok(Some(
+                        String::from_utf8(line).context("export is not UTF-8")?,
+                    ));
                 }
                 match resp.chunk().await.context("reading the export")? {
                     Some(chunk) => buf.extend_from_slice(&chunk),
                     None if buf.is_empty() => return Ok(None),
                     None => {
                         let rest = std::mem::take(buf);
-                        return Ok(Some(String::from_utf8(rest).context("export is not UTF-8")?));
+                        return Ok(Some(
+                            String::from_utf8(rest).context("export is not UTF-8")?,
+                        ));
                     }
                 }
             },
@@ -247,7 +255,9 @@ async fn verify(
         bail!("the export does not start with its header line (not an Umbra audit export)");
     };
     if header.filtered {
-        bail!("a filtered export (--since/--until) cannot be verified end to end: export without filters");
+        bail!(
+            "a filtered export (--since/--until) cannot be verified end to end: export without filters"
+        );
     }
     let named = PublicKey::from_hex(&header.public_key)
         .ok_or_else(|| anyhow!("the export's public key is malformed"))?;
@@ -284,7 +294,9 @@ async fn verify(
     }
     let result = outcome.and_then(|()| verifier.finish());
     report(&result, &key, pinned.is_some(), json)?;
-    result.map(drop).map_err(|p| anyhow!("audit log verification failed: {p}"))
+    result
+        .map(drop)
+        .map_err(|p| anyhow!("audit log verification failed: {p}"))
 }
 
 /// The checkpoint lines of an earlier export (other lines are skipped).
@@ -296,8 +308,8 @@ fn read_anchor(path: &Path) -> Result<Vec<umbra_store::Checkpoint>> {
         if line.trim().is_empty() {
             continue;
         }
-        if let AuditLine::Checkpoint(cp) = parse(&line, i as u64 + 1)
-            .with_context(|| format!("in anchor {}", path.display()))?
+        if let AuditLine::Checkpoint(cp) =
+            parse(&line, i as u64 + 1).with_context(|| format!("in anchor {}", path.display()))?
         {
             out.push(checkpoint_from_view(cp).map_err(|e| anyhow!(e))?);
         }
@@ -305,7 +317,12 @@ fn read_anchor(path: &Path) -> Result<Vec<umbra_store::Checkpoint>> {
     Ok(out)
 }
 
-fn report(result: &Result<Summary, Problem>, key: &PublicKey, pinned: bool, json: bool) -> Result<()> {
+fn report(
+    result: &Result<Summary, Problem>,
+    key: &PublicKey,
+    pinned: bool,
+    json: bool,
+) -> Result<()> {
     if json {
         let v = match result {
             Ok(s) => json!({
@@ -334,7 +351,10 @@ fn report(result: &Result<Summary, Problem>, key: &PublicKey, pinned: bool, json
         key.key_id()
     );
     if s.legacy > 0 {
-        println!("{} records from before the chain are counted but not hash-protected", s.legacy);
+        println!(
+            "{} records from before the chain are counted but not hash-protected",
+            s.legacy
+        );
     }
     if s.signed_through < s.last_id {
         println!(

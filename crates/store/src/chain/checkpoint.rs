@@ -158,17 +158,33 @@ mod tests {
         let cp = key.sign(body());
         assert!(key.public_key().verifies(&cp));
         let altered = [
-            CheckpointBody { last_id: 41, ..body() },
-            CheckpointBody { last_hash: [8; 32], ..body() },
+            CheckpointBody {
+                last_id: 41,
+                ..body()
+            },
+            CheckpointBody {
+                last_hash: [8; 32],
+                ..body()
+            },
             CheckpointBody { ts: 1, ..body() },
-            CheckpointBody { genesis_id: 2, ..body() },
-            CheckpointBody { legacy_count: 1, ..body() },
+            CheckpointBody {
+                genesis_id: 2,
+                ..body()
+            },
+            CheckpointBody {
+                legacy_count: 1,
+                ..body()
+            },
         ];
         for b in altered {
-            let forged = Checkpoint { body: b, ..cp.clone() };
+            let forged = Checkpoint {
+                body: b,
+                ..cp.clone()
+            };
             assert!(!key.public_key().verifies(&forged), "{forged:?}");
         }
-        let other = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().expect("gen")).expect("key");
+        let other =
+            SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().expect("gen")).expect("key");
         assert!(!other.public_key().verifies(&cp), "another key");
         let garbage = Checkpoint {
             signature: "zz".into(),

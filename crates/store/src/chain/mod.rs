@@ -140,7 +140,11 @@ mod tests {
         let h = record_hash(&GENESIS, &base);
         assert_ne!(h, record_hash(&[1; 32], &base), "previous hash");
         assert_ne!(h, record_hash(&GENESIS, &Fields { id: 8, ..base }), "id");
-        assert_ne!(h, record_hash(&GENESIS, &Fields { count: 2, ..base }), "count");
+        assert_ne!(
+            h,
+            record_hash(&GENESIS, &Fields { count: 2, ..base }),
+            "count"
+        );
         assert_ne!(h, record_hash(&GENESIS, &Fields { ts: 1, ..base }), "time");
         assert_eq!(h, record_hash(&GENESIS, &base), "deterministic");
     }

@@ -56,7 +56,13 @@ fn rehash(records: &mut [AuditRecord], from: usize) {
     }
 }
 
-fn checkpoint_at(key: &SigningKey, records: &[AuditRecord], legacy: i64, id: i64, cp_id: i64) -> Checkpoint {
+fn checkpoint_at(
+    key: &SigningKey,
+    records: &[AuditRecord],
+    legacy: i64,
+    id: i64,
+    cp_id: i64,
+) -> Checkpoint {
     let r = records.iter().find(|r| r.id == id).expect("record");
     let mut cp = key.sign(CheckpointBody {
         ts: r.ts,
@@ -91,11 +97,20 @@ fn run(key: &SigningKey, records: &[AuditRecord], cps: &[Checkpoint]) -> Result<
 fn an_intact_log_verifies() {
     let k = key();
     let records = log(2, 10);
-    let cps = [checkpoint_at(&k, &records, 2, 6, 1), checkpoint_at(&k, &records, 2, 12, 2)];
+    let cps = [
+        checkpoint_at(&k, &records, 2, 6, 1),
+        checkpoint_at(&k, &records, 2, 12, 2),
+    ];
     let s = run(&k, &records, &cps).expect("clean");
     assert_eq!(
         s,
-        Summary { records: 10, legacy: 2, last_id: 12, checkpoints: 2, signed_through: 12 }
+        Summary {
+            records: 10,
+            legacy: 2,
+            last_id: 12,
+            checkpoints: 2,
+            signed_through: 12
+        }
     );
     let empty = run(&k, &[], &[]).expect("empty log");
     assert_eq!(empty.last_id, 0);
@@ -160,13 +175,20 @@ fn inserted_and_reordered_records_are_named() {
 fn a_rewritten_chain_is_caught_by_the_next_checkpoint() {
     let k = key();
     let original = log(0, 10);
-    let cps = [checkpoint_at(&k, &original, 0, 3, 1), checkpoint_at(&k, &original, 0, 8, 2)];
+    let cps = [
+        checkpoint_at(&k, &original, 0, 3, 1),
+        checkpoint_at(&k, &original, 0, 8, 2),
+    ];
     let mut records = original.clone();
     records[4].outcome = "deny".into();
     rehash(&mut records, 4);
     assert_eq!(
         run(&k, &records, &cps),
-        Err(Problem::Rewritten { checkpoint: 2, last_id: 8, since: 3 })
+        Err(Problem::Rewritten {
+            checkpoint: 2,
+            last_id: 8,
+            since: 3
+        })
     );
     // Deleting the checkpoints after the edit is the limit: the log alone
     // cannot show it; an anchor kept off the host still does.
@@ -177,7 +199,14 @@ fn a_rewritten_chain_is_caught_by_the_next_checkpoint() {
     for r in &records {
         result = result.and_then(|()| v.record(r));
     }
-    assert_eq!(result, Err(Problem::Rewritten { checkpoint: 2, last_id: 8, since: 0 }));
+    assert_eq!(
+        result,
+        Err(Problem::Rewritten {
+            checkpoint: 2,
+            last_id: 8,
+            since: 0
+        })
+    );
 }
 
 #[test]
@@ -187,7 +216,11 @@ fn truncation_is_caught_against_the_last_checkpoint() {
     let cps = [checkpoint_at(&k, &records, 0, 9, 1)];
     assert_eq!(
         run(&k, &records[..7], &cps),
-        Err(Problem::Truncated { checkpoint: 1, last_id: 9, end: 7 })
+        Err(Problem::Truncated {
+            checkpoint: 1,
+            last_id: 9,
+            end: 7
+        })
     );
 }
 
@@ -197,10 +230,16 @@ fn forged_or_foreign_checkpoints_are_refused() {
     let records = log(0, 5);
     let mut cp = checkpoint_at(&k, &records, 0, 5, 1);
     cp.body.last_id = 4;
-    assert_eq!(run(&k, &records, &[cp]), Err(Problem::BadSignature { checkpoint: 1 }));
+    assert_eq!(
+        run(&k, &records, &[cp]),
+        Err(Problem::BadSignature { checkpoint: 1 })
+    );
     let other = key();
     let theirs = checkpoint_at(&other, &records, 0, 5, 2);
-    assert_eq!(run(&k, &records, &[theirs]), Err(Problem::BadSignature { checkpoint: 2 }));
+    assert_eq!(
+        run(&k, &records, &[theirs]),
+        Err(Problem::BadSignature { checkpoint: 2 })
+    );
 }
 
 #[test]
@@ -212,7 +251,11 @@ fn records_from_before_the_chain_are_counted() {
     records.remove(1);
     assert_eq!(
         run(&k, &records, &cps),
-        Err(Problem::LegacyChanged { checkpoint: 1, signed: 3, found: 2 })
+        Err(Problem::LegacyChanged {
+            checkpoint: 1,
+            signed: 3,
+            found: 2
+        })
     );
     // Unprotected content, documented: an edit there goes unnoticed.
     let mut records = original;
