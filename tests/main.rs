@@ -9,6 +9,7 @@ mod support;
 
 mod access;
 mod admin_api;
+mod audit;
 mod browser;
 mod browser_nginx;
 mod cli;

@@ -56,6 +56,18 @@ pub struct RawConfig {
     pub detection: crate::detect::RawDetection,
     #[serde(default)]
     pub browser: crate::browser_config::RawBrowser,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]`: the tamper-evident audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// How often the controller signs the chain's head (default 60 s): the
+    /// longest a record stays covered by the hash chain alone, which
+    /// someone with write access to the database could recompute.
+    pub checkpoint_interval_seconds: Option<u64>,
 }
 
 /// `[policy]`: the native access rules, compliance policies and risk
@@ -305,6 +317,7 @@ pub struct Config {
     pub admin_token_ttl_secs: i64,
     pub max_body_bytes: usize,
     pub event_poll: std::time::Duration,
+    pub audit_checkpoint_interval: std::time::Duration,
     /// `Some`: the controller is dark.
     pub spa: Option<SpaConfig>,
     pub policy: NativePolicy,
@@ -514,6 +527,13 @@ impl RawConfig {
                 message: "must be 10..=60000".into(),
             });
         }
+        let checkpoint_secs = self.audit.checkpoint_interval_seconds.unwrap_or(60);
+        if !(1..=86_400).contains(&checkpoint_secs) {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_interval_seconds",
+                message: "must be 1..=86400".into(),
+            });
+        }
         if self.firewall.is_some() && self.spa.is_none() {
             return Err(ConfigError::Invalid {
                 key: "firewall",
@@ -533,6 +553,7 @@ impl RawConfig {
             detection,
             browser,
             event_poll: std::time::Duration::from_millis(event_poll_ms),
+            audit_checkpoint_interval: std::time::Duration::from_secs(checkpoint_secs),
             listen,
             trust_domain,
             server_names,

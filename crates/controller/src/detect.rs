@@ -739,6 +739,7 @@ mod tests {
             reason: reason.into(),
             request_id: String::new(),
             count: 1,
+            link: None,
         }
     }
 

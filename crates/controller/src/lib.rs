@@ -13,6 +13,8 @@
 //! - [`knock`]: a dark controller's SPA listener; [`spa`]: SPA key material.
 //! - `api`: routes and handlers (`public`, `enroll`, `auth`, `admin`, `guard`,
 //!   and the browser's `login` page and `verify`).
+//! - [`audit`]: the audit log's checkpoint key, periodic signed
+//!   checkpoints, and the API views of records and checkpoints.
 //! - [`policies`]: the Rego set served on the OPA Data API, rebuilt when
 //!   the store's policy revision moves.
 //! - [`tokens`]: ES256 session tokens and the JWKS.
@@ -25,6 +27,7 @@
 
 mod access;
 mod api;
+pub mod audit;
 pub mod browser_config;
 pub mod clock;
 pub mod config;

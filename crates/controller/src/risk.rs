@@ -119,6 +119,7 @@ mod tests {
             reason: String::new(),
             request_id: String::new(),
             count: 1,
+            link: None,
         }
     }
 

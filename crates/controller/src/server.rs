@@ -125,6 +125,10 @@ pub async fn run_with(
         controller.clone(),
         crate::reevaluate::TICK,
     ));
+    let checkpoints = tokio::spawn(crate::audit::checkpoints(
+        controller.clone(),
+        controller.config.audit_checkpoint_interval,
+    ));
     let Listeners {
         main,
         public,
@@ -211,6 +215,11 @@ pub async fn run_with(
     }
     if let Some(task) = knock_task {
         let _ = task.await;
+    }
+    // Sign the records of the last moments too.
+    checkpoints.abort();
+    if let Err(e) = controller.checkpoint_audit().await {
+        tracing::warn!(error = e.message, "final audit checkpoint failed");
     }
     if let Some(pinholes) = dark
         && let Err(e) = pinholes.shutdown().await

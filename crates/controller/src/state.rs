@@ -66,6 +66,8 @@ pub struct Controller {
     pub reevaluation: crate::reevaluate::Reevaluation,
     /// Audit records on their way to threat detection.
     pub detector: crate::detect::Detector,
+    /// Signs the audit chain's checkpoints (sealed by the KEK in the store).
+    pub audit_key: umbra_store::chain::checkpoint::SigningKey,
 }
 
 impl std::fmt::Debug for Controller {
@@ -116,6 +118,7 @@ impl Controller {
             store.insert_first_signing_key(&record).await?;
         }
         let keys = load_signing_keys(store.as_ref(), kek).await?;
+        let audit_key = crate::audit::load_or_create_key(store.as_ref(), kek, now).await?;
         let signer =
             TokenSigner::new(&config.token_issuer, &keys).map_err(init("token-signing key"))?;
         let passwords = Passwords::new(&config.argon2).map_err(|e| StartError::Init {
@@ -140,12 +143,24 @@ impl Controller {
             policies: crate::policies::Policies::default(),
             reevaluation: crate::reevaluate::Reevaluation::default(),
             detector: crate::detect::Detector::default(),
+            audit_key,
         };
         // The CA certificate is public: written where operators and agents'
         // installers can pick it up (and check its fingerprint out of band).
         let ca_path = controller.config.data_dir.join("ca.pem");
         std::fs::write(&ca_path, controller.ca.cert_pem()).map_err(|source| StartError::Write {
             path: ca_path,
+            source,
+        })?;
+        // So is the audit checkpoints' key: copy it off the host to verify
+        // exports against it (`umbra admin audit verify --public-key`).
+        let key_path = controller
+            .config
+            .data_dir
+            .join(crate::audit::PUBLIC_KEY_FILE);
+        let key_hex = format!("{}\n", controller.audit_key.public_key().to_hex());
+        std::fs::write(&key_path, key_hex).map_err(|source| StartError::Write {
+            path: key_path,
             source,
         })?;
         controller.bootstrap_file = controller.maybe_issue_bootstrap().await?;

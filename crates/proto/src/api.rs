@@ -314,6 +314,62 @@ pub struct AuditRecord {
     /// up one session's allowed requests to one resource over about half a
     /// second (`request_id` is then `first..last`). 1 for everything else.
     pub count: i64,
+    /// The record's place in the hash chain (absent for records written
+    /// before the chain existed): the encoding version, the previous
+    /// record's hash and this one's (SHA-256, hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// The controller's signature over the audit chain's head: every record up
+/// to `last_id` is as it was when this was signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditCheckpoint {
+    pub id: i64,
+    pub timestamp: String,
+    /// The chain's first record (0: none yet).
+    pub genesis_id: i64,
+    /// How many records predate the chain (counted, not hashed).
+    pub legacy_count: i64,
+    pub last_id: i64,
+    pub last_hash: String,
+    /// The signing key's id: the first 16 hex digits of SHA-256 of it.
+    pub key_id: String,
+    /// Ed25519, hex.
+    pub signature: String,
+}
+
+/// The first line of an export: what it holds and the key that signed
+/// its checkpoints (check it against a copy kept off the host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditExportHeader {
+    /// `umbra-audit-export`.
+    pub format: String,
+    pub version: u32,
+    pub exported_at: String,
+    /// The Ed25519 public key checking the checkpoints, hex.
+    pub public_key: String,
+    pub key_id: String,
+    /// The last record when the export began: it ends there.
+    pub last_id: i64,
+    /// Whether filters left records out (then the chain cannot be checked
+    /// end to end, only record by record).
+    pub filtered: bool,
+}
+
+/// One line of `GET /api/v1/admin/audit/export` (JSON lines), tagged by
+/// `type`: a header, then records, each followed by the checkpoints that
+/// cover it, and last the checkpoints covering records past the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditLine {
+    Header(AuditExportHeader),
+    Record(AuditRecord),
+    Checkpoint(AuditCheckpoint),
 }
 
 // ---- misc ------------------------------------------------------------------

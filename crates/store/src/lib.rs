@@ -12,10 +12,15 @@
 //!
 //! Layout:
 //! - [`model`]: the records the store reads and writes.
+//! - [`chain`]: the audit log's hash chain, signed checkpoints and their
+//!   verification (no I/O); `audit`: the queries that append onto it.
 //! - [`sqlite`]: the embedded default backend (WAL, `synchronous=FULL`).
 //! - [`postgres`]: the backend for several controllers sharing one state.
 //! - `shared`: the queries both backends run, written once.
 
+mod audit;
+pub mod chain;
+pub mod export;
 pub mod model;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pgtest;
@@ -25,6 +30,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+pub use chain::checkpoint::Checkpoint;
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -256,11 +262,31 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<()>;
     /// Records with id > `after`, oldest first, at most `limit`.
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// Records matching every filter given, oldest first (see [`AuditFilter`]).
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// The chain's head: the last record, its hash, where the chain started.
+    async fn audit_head(&self) -> Result<AuditHead>;
+    /// Stores a signed checkpoint; returns its id.
+    async fn append_audit_checkpoint(&self, cp: &Checkpoint) -> Result<i64>;
+    /// Checkpoints after `after` (last record id, checkpoint id) covering
+    /// records up to `through`, with id at most `max_id`, ordered by (last
+    /// record, id), at most `limit`.
+    async fn audit_checkpoints(
+        &self,
+        after: (i64, i64),
+        through: i64,
+        max_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>>;
+    /// The checkpoint covering the most records.
+    async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>>;
     /// `actor`'s records at or after `since`, newest first, at most `limit`
     /// (the risk engine's history of one user).
     async fn audit_by_actor(&self, actor: &str, since: i64, limit: u32)
     -> Result<Vec<AuditRecord>>;
 }
 
+#[cfg(test)]
+mod chain_tests;
 #[cfg(test)]
 mod conformance;

@@ -251,6 +251,43 @@ pub struct AuditRecord {
     /// How many identical decisions this record stands for (at least 1):
     /// gateways sum up a session's allowed requests to one resource.
     pub count: i64,
+    /// The record's place in the hash chain; `None` for records written
+    /// before the chain existed (see [`crate::chain`]).
+    pub link: Option<crate::chain::Link>,
+}
+
+/// Which audit records to read: every filter given must match. Records
+/// come oldest first (by id), at most `limit`, after id `after` (paging).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub after: i64,
+    pub limit: u32,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+    /// Only records with id at most this (an export's fixed end).
+    pub through: Option<i64>,
+}
+
+/// The chain's head: what a checkpoint signs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The last record's id (0 for an empty log).
+    pub last_id: i64,
+    /// Its hash ([`crate::chain::GENESIS`] before the first chained record).
+    pub last_hash: [u8; 32],
+    /// The first chained record (0: none yet).
+    pub genesis_id: i64,
+    /// Records from before the chain.
+    pub legacy_count: i64,
+    /// The highest checkpoint id when the head was read (0: none), read in
+    /// the same statement: a reader that stops there sees no checkpoint
+    /// made after the head it read.
+    pub checkpoint_high: i64,
 }
 
 /// A service and who may reach it (the allow list that stands in for the

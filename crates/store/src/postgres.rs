@@ -16,6 +16,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use umbra_proto::api::{DeviceStatus, UserStatus};
 
+use crate::chain::checkpoint::Checkpoint;
 use crate::model::*;
 use crate::shared::*;
 use crate::{Result, Store, StoreError};
@@ -68,6 +69,26 @@ mod tests {
     }
 
     crate::conformance::suite!(fresh());
+    crate::chain_tests::chain_suite!(fresh(), attacker);
+
+    /// Someone with write access to the database (the table's owner): the
+    /// append-only triggers only stop mistakes, so they go first.
+    async fn attacker(store: &PgStore) -> Box<crate::chain_tests::Exec> {
+        let pool = store.pool.clone();
+        sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            .execute(&pool)
+            .await
+            .expect("disable triggers");
+        Box::new(move |sql: String| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .expect("the attacker's SQL");
+            })
+        })
+    }
 
     #[tokio::test]
     async fn audit_log_refuses_edits() {

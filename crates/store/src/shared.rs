@@ -243,8 +243,15 @@ fn audit_row(row: &$row) -> Result<AuditRecord> {
         reason: row.try_get("reason")?,
         request_id: row.try_get("request_id")?,
         count: row.try_get("count")?,
+        link: crate::audit::link(
+            row.try_get("hash_version")?,
+            row.try_get("prev_hash")?,
+            row.try_get("hash")?,
+        ),
     })
 }
+
+crate::audit::audit_impl!($store, $db, $row);
 
 
 /// Revokes every live session matching `column = value` inside `tx`.
@@ -1420,54 +1427,50 @@ impl Store for $store {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
-        let row = sqlx::query(
-            "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id, count) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(e.ts)
-        .bind(&e.actor)
-        .bind(&e.source_ip)
-        .bind(&e.action)
-        .bind(&e.resource)
-        .bind(e.outcome.as_str())
-        .bind(&e.reason)
-        .bind(&e.request_id)
-        .bind(e.count.max(1))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("id")?)
+        let mut tx = self.write_tx().await?;
+        let id = Self::append_chained(&mut tx, std::slice::from_ref(e)).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn append_audit_batch(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO audit_log (ts, actor, source_ip, action, resource, outcome, reason, request_id, count) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(e.ts)
-            .bind(&e.actor)
-            .bind(&e.source_ip)
-            .bind(&e.action)
-            .bind(&e.resource)
-            .bind(e.outcome.as_str())
-            .bind(&e.reason)
-            .bind(&e.request_id)
-            .bind(e.count.max(1))
-            .execute(&mut *tx)
-            .await?;
+        if events.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.write_tx().await?;
+        Self::append_chained(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(audit_row).collect()
+        self.query_audit(&AuditFilter { after, limit, ..AuditFilter::default() }).await
+    }
+
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.query_audit(filter).await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead> {
+        self.read_audit_head().await
+    }
+
+    async fn append_audit_checkpoint(&self, cp: &Checkpoint) -> Result<i64> {
+        self.insert_checkpoint(cp).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        after: (i64, i64),
+        through: i64,
+        max_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>> {
+        self.select_checkpoints(after, through, max_id, limit).await
+    }
+
+    async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        self.select_latest_checkpoint().await
     }
 
     async fn audit_by_actor(

@@ -19,6 +19,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use umbra_proto::api::{DeviceStatus, UserStatus};
 
+use crate::chain::checkpoint::Checkpoint;
 use crate::model::*;
 use crate::shared::*;
 use crate::{Result, Store, StoreError};
@@ -80,6 +81,28 @@ mod tests {
     }
 
     crate::conformance::suite!(fresh_some());
+    crate::chain_tests::chain_suite!(fresh_some(), attacker);
+
+    /// Someone with write access to the database file: the append-only
+    /// triggers only stop mistakes, so they go first.
+    async fn attacker(store: &SqliteStore) -> Box<crate::chain_tests::Exec> {
+        let pool = store.pool.clone();
+        for trigger in ["audit_log_no_update", "audit_log_no_delete"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {trigger}")))
+                .execute(&pool)
+                .await
+                .expect("drop trigger");
+        }
+        Box::new(move |sql: String| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&pool)
+                    .await
+                    .expect("the attacker's SQL");
+            })
+        })
+    }
 
     #[tokio::test]
     async fn audit_log_refuses_edits_and_survives_reopen() {

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use umbra_proto::api::{
-    AdminTokenResponse, AuditRecord, CreateEnrollmentTokenRequest, CreateGatewayRequest,
-    CreateUserRequest, CreateUserResponse, Device, EnrollmentToken, Gateway, GatewayToken, List,
-    PutServiceRequest, ResetTotpResponse, Role, Service, Session, User,
+    AdminTokenResponse, CreateEnrollmentTokenRequest, CreateGatewayRequest, CreateUserRequest,
+    CreateUserResponse, Device, EnrollmentToken, Gateway, GatewayToken, List, PutServiceRequest,
+    ResetTotpResponse, Role, Service, Session, User,
 };
 
 use crate::client::{ApiClient, read_ca};
@@ -57,7 +57,7 @@ enum AdminCommand {
     #[command(subcommand)]
     Token(TokenCommand),
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(crate::audit::AuditCommand),
     #[command(subcommand)]
     Keys(KeysCommand),
     #[command(subcommand)]
@@ -214,15 +214,6 @@ enum TokenCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// All audit records as JSON lines, oldest first.
-    Export {
-        #[arg(long, default_value_t = 0)]
-        after: i64,
-    },
-}
-
 fn user_row(u: &User) -> Vec<String> {
     vec![
         u.name.clone(),
@@ -258,6 +249,20 @@ pub fn print_totp(user: &str, secret: &str, uri: &str) {
 }
 
 pub async fn run(args: AdminArgs) -> Result<()> {
+    if let AdminCommand::Audit(cmd) = args.command {
+        if cmd.is_offline() {
+            return crate::audit::run(None, cmd, args.json).await;
+        }
+        return run_online(AdminArgs {
+            command: AdminCommand::Audit(cmd),
+            ..args
+        })
+        .await;
+    }
+    run_online(args).await
+}
+
+async fn run_online(args: AdminArgs) -> Result<()> {
     let ca_path = args.ca_cert.clone().context(
         "the controller's CA certificate is needed: --ca-cert FILE or UMBRA_CA_CERT \
          (`umbra dev` writes DIR/ca.pem; `curl -k https://HOST/api/v1/ca` fetches it, verify its fingerprint)",
@@ -433,24 +438,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             );
             Ok(())
         }
-        AdminCommand::Audit(AuditCommand::Export { mut after }) => {
-            const PAGE: usize = 1000;
-            // Reading the audit log is itself audited, so the log grows by
-            // one record per page: a short page is the end.
-            loop {
-                let page: List<AuditRecord> = api
-                    .get(&format!("/api/v1/admin/audit?after={after}&limit={PAGE}"))
-                    .await?;
-                for r in &page.items {
-                    println!("{}", serde_json::to_string(r)?);
-                }
-                match page.items.last() {
-                    Some(last) if page.items.len() == PAGE => after = last.id,
-                    _ => break,
-                }
-            }
-            Ok(())
-        }
+        AdminCommand::Audit(cmd) => crate::audit::run(Some(&api), cmd, json).await,
     }
 }
 
@@ -656,7 +644,7 @@ async fn policy(api: &ApiClient, cmd: PolicyCommand, json: bool) -> Result<()> {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -148,6 +148,32 @@ impl ApiClient {
         Ok(value)
     }
 
+    /// GETs a streamed body (JSON lines): the response, once its status
+    /// is a success. The whole-request limit is hours, not the usual 30 s:
+    /// a large audit log takes a while to export.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(6 * 3600));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("GET {path}: cannot reach {}", self.base))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.context("reading response")?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(anyhow::Error::new(body.error)),
+            Err(_) => Err(anyhow!("GET {path}: HTTP {status}")),
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::GET, path, None::<&()>).await
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+mod audit;
 mod client;
 mod dev;
 mod policy;

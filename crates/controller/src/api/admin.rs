@@ -1,6 +1,7 @@
 //! `/api/v1/admin/…`: users, enrollment tokens, devices, certificates,
-//! sessions, admin credentials and the audit trail. Every call is made by an
-//! authenticated [`Admin`] and every change is audited with that actor.
+//! sessions and admin credentials (the audit trail is in `audit`). Every
+//! call is made by an authenticated [`Admin`] and every change is audited
+//! with that actor.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use umbra_proto::ErrorCode;
 use umbra_proto::api::{
-    AdminTokenResponse, AuditRecord, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
+    AdminTokenResponse, CreateAdminTokenRequest, CreateEnrollmentTokenRequest,
     CreateGatewayRequest, CreateUserRequest, CreateUserResponse, Device, DeviceStatus,
     EnrollmentToken, Gateway, GatewayToken, List, PutServiceRequest, RecoveryCodes,
     ResetTotpResponse, Service, Session, TotpProvisioning, User, UserStatus,
@@ -627,44 +628,6 @@ pub async fn revoke_admin_token(
     Ok(Json(
         serde_json::json!({ "id": id, "revoked": true, "changed": changed }),
     ))
-}
-
-// ---- audit --------------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    #[serde(default)]
-    pub after: i64,
-    pub limit: Option<u32>,
-}
-
-#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])), responses((status = 200, description = "Audit records after the given id, oldest first", body = List<AuditRecord>), ApiErrors))]
-pub async fn audit(
-    State(c): C,
-    _admin: Admin,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<List<AuditRecord>>> {
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let items = c
-        .store
-        .audit_after(q.after, limit)
-        .await?
-        .into_iter()
-        .map(|r| AuditRecord {
-            id: r.id,
-            timestamp: rfc3339(r.ts),
-            actor: r.actor,
-            source_ip: r.source_ip,
-            action: r.action,
-            resource: r.resource,
-            outcome: r.outcome,
-            reason: r.reason,
-            request_id: r.request_id,
-            count: r.count,
-        })
-        .collect();
-    Ok(Json(List { items }))
 }
 
 // ---- token-signing keys -------------------------------------------------------------------

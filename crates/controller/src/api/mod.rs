@@ -6,6 +6,8 @@
 //! - [`auth`]: login, logout, session introspection (mTLS required).
 //! - [`devices`]: certificate renewal (mTLS with the current certificate).
 //! - [`admin`]: everything under `/api/v1/admin` (admin credential required).
+//! - [`audit`]: the audit trail under `/api/v1/admin/audit`: filters,
+//!   export with the hash chain and checkpoints, checkpoints on demand.
 //! - [`gateway`]: gateway enrollment, registration, control channel, audit.
 //! - [`guard`]: credential checks shared by `auth` and `admin`.
 //! - [`opa`]: the OPA REST API (`/v1/data`, `/v1/policies`).
@@ -14,6 +16,7 @@
 //!   reverse proxies ([`forwarded`]: what a trusted proxy says).
 
 mod admin;
+mod audit;
 mod auth;
 mod blocks;
 mod devices;
@@ -175,7 +178,9 @@ fn private_routes() -> Router<Arc<Controller>> {
             "/api/v1/admin/tokens/{id}/revoke",
             post(admin::revoke_admin_token),
         )
-        .route("/api/v1/admin/audit", get(admin::audit))
+        .route("/api/v1/admin/audit", get(audit::list))
+        .route("/api/v1/admin/audit/export", get(audit::export))
+        .route("/api/v1/admin/audit/checkpoints", post(audit::checkpoint))
         .route(
             "/api/v1/admin/signing-keys/rotate",
             post(admin::rotate_signing_key),
