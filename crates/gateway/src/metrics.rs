@@ -183,7 +183,15 @@ impl Metrics {
                 }
             }
         }
-        let unrouted = make(UNROUTED, true);
+        // Only refusals happen before a service is known: no always-zero
+        // allow and step_up series for it (these two stay unregistered).
+        let detached = || IntCounter::new("unrouted", "never rendered").expect("valid constants");
+        let unrouted = ServiceMetrics {
+            allow: detached(),
+            deny: access.with_label_values(&[UNROUTED, "deny"]),
+            step_up: detached(),
+            duration: Some(durations.with_label_values(&[UNROUTED])),
+        };
         let spa = IntCounterVec::new(
             Opts::new(
                 "umbra_gateway_spa_packets_total",
