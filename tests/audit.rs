@@ -333,7 +333,9 @@ async fn rewrite(db: &sqlx::SqlitePool, id: i64) {
         &format!("UPDATE audit_log SET outcome = 'deny' WHERE id = {id}"),
     )
     .await;
-    let rows: Vec<(
+    // id, ts, actor, source_ip, action, resource, outcome, reason,
+    // request_id, count
+    type Row = (
         i64,
         i64,
         String,
@@ -344,7 +346,8 @@ async fn rewrite(db: &sqlx::SqlitePool, id: i64) {
         String,
         String,
         i64,
-    )> = sqlx::query_as(
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, ts, actor, source_ip, action, resource, outcome, reason, request_id, \
              count FROM audit_log WHERE hash IS NOT NULL ORDER BY id",
     )
