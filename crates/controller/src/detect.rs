@@ -647,6 +647,11 @@ async fn raise(
         "actions_taken": actions,
     });
     c.detector.alerts.fetch_add(1, Ordering::Relaxed);
+    c.metrics.alert(if threat >= config.suspend_threshold {
+        "suspend"
+    } else {
+        "step_up"
+    });
     tracing::error!(
         alert = %alert,
         threat = threat,

@@ -127,6 +127,7 @@ pub struct Metrics {
     gateways_connected: IntGauge,
     events_published: IntCounterVec,
     reevaluations: IntCounterVec,
+    threat_alerts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,6 +224,16 @@ impl Metrics {
         ] {
             reevaluations.with_label_values(&[o.as_str()]);
         }
+        let threat_alerts = counter_vec(
+            &r,
+            "umbra_controller_threat_alerts_total",
+            "Threat detection's alerts by response (step_up: at the alert threshold; \
+             suspend: at the suspension threshold)",
+            &["response"],
+        );
+        for response in ["step_up", "suspend"] {
+            threat_alerts.with_label_values(&[response]);
+        }
         let spa = counter_vec(
             &r,
             "umbra_controller_spa_packets_total",
@@ -244,6 +255,7 @@ impl Metrics {
             gateways_connected,
             events_published,
             reevaluations,
+            threat_alerts,
         };
         (metrics, packets)
     }
@@ -260,6 +272,11 @@ impl Metrics {
 
     pub fn published(&self, kind: &'static str) {
         self.events_published.with_label_values(&[kind]).inc();
+    }
+
+    /// An alert raised, by the response it brought (`step_up` or `suspend`).
+    pub fn alert(&self, response: &'static str) {
+        self.threat_alerts.with_label_values(&[response]).inc();
     }
 
     pub fn reevaluated(&self, outcome: Reevaluated) {
