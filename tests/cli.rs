@@ -185,8 +185,15 @@ async fn umbra_dev_runs_logs_in_the_demo_user_and_reuses_its_directory() {
     ] {
         assert!(info[key].is_string(), "dev.json lacks {key}: {info}");
     }
-    // Three logins, each needs a later TOTP step within ±1 of now.
-    let t = now();
+    // Three logins, each needs a later TOTP step within ±1 of now: start
+    // early in a step, so the previous step's code is still good when the
+    // first login reaches the controller (on a loaded machine a step
+    // boundary could otherwise fall in between).
+    let mut t = now();
+    while t.rem_euclid(30) > 15 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        t = now();
+    }
     // The agent as the printed commands use it: login, connect, curl.
     let agent_dir = info["agent_dir"].as_str().expect("agent_dir").to_owned();
     let login = agent_cli(
