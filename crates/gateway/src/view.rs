@@ -178,6 +178,24 @@ impl View {
     }
 
     pub fn apply_snapshot(&self, seq: i64, s: &Snapshot) {
+        let keys = keys_from(&s.jwks);
+        // The tokens verified under the same keys stay verified: a periodic
+        // resync must not make every session "unseen" (and so refused if
+        // the controller becomes unreachable right after it).
+        let verified = {
+            let g = self.read();
+            let same_keys =
+                g.keys.len() == keys.len() && keys.keys().all(|k| g.keys.contains_key(k));
+            let mut cache = g
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if same_keys {
+                std::mem::take(&mut *cache)
+            } else {
+                HashMap::new()
+            }
+        };
         let r = &s.revocations;
         let grants: BTreeMap<String, Grant> = s
             .grants
@@ -206,10 +224,10 @@ impl View {
                 .iter()
                 .filter_map(|b| Some((b.address.parse().ok()?, b.until)))
                 .collect(),
-            keys: keys_from(&s.jwks),
+            keys,
             seq: Some(seq),
             contact: self.clock.now(),
-            verified: std::sync::Mutex::default(),
+            verified: std::sync::Mutex::new(verified),
             connected: std::sync::atomic::AtomicBool::new(true),
             spa: s
                 .spa_devices
@@ -334,6 +352,28 @@ mod tests {
         assert!(!view.is_fresh(), "silent past the bound");
         view.touch();
         assert!(view.is_fresh());
+    }
+
+    #[test]
+    fn a_resync_under_the_same_keys_keeps_the_sessions_already_seen() {
+        let view = View::new(Arc::new(ManualClock::new(0)), 30);
+        view.apply_snapshot(1, &Snapshot::default());
+        let claims: SessionClaims = serde_json::from_value(serde_json::json!({
+            "iss": "umbra", "sub": "alice", "sid": "s1", "device": "d1",
+            "groups": [], "risk": 5, "iat": 0, "nbf": 0, "exp": 100,
+            "cnf": { "x5t#S256": "x" }
+        }))
+        .expect("claims");
+        view.read()
+            .verified
+            .lock()
+            .expect("lock")
+            .insert([7; 32], claims);
+        view.apply_snapshot(2, &Snapshot::default());
+        assert!(
+            view.read().verified.lock().expect("lock").contains_key(&[7; 32]),
+            "a periodic resync forgets no session"
+        );
     }
 
     #[test]
