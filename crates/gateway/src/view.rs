@@ -371,7 +371,11 @@ mod tests {
             .insert([7; 32], claims);
         view.apply_snapshot(2, &Snapshot::default());
         assert!(
-            view.read().verified.lock().expect("lock").contains_key(&[7; 32]),
+            view.read()
+                .verified
+                .lock()
+                .expect("lock")
+                .contains_key(&[7; 32]),
             "a periodic resync forgets no session"
         );
     }
