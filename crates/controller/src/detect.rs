@@ -259,7 +259,6 @@ pub struct Detector {
     tx: mpsc::Sender<Observed>,
     rx: std::sync::Mutex<Option<mpsc::Receiver<Observed>>>,
     pub dropped: AtomicU64,
-    pub alerts: AtomicU64,
 }
 
 impl std::fmt::Debug for Detector {
@@ -275,7 +274,6 @@ impl Default for Detector {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             dropped: AtomicU64::new(0),
-            alerts: AtomicU64::new(0),
         }
     }
 }
@@ -507,12 +505,34 @@ pub async fn run(c: Arc<Controller>) {
     }
 }
 
+/// How many sessions' byte counts and alert times are kept at most.
+const STATE_LIMIT: usize = 100_000;
+
 #[derive(Default)]
 struct State {
     /// Bytes moved per session, as the gateways report them.
     session_bytes: HashMap<String, u64>,
     /// When each (user, factors) last raised an alert.
     alerted: HashMap<(String, String), i64>,
+}
+
+impl State {
+    /// Forgets alert times past their cooldown, and bounds the byte
+    /// tallies (ended sessions leave theirs behind): memory stays bounded
+    /// however long the controller runs.
+    fn prune(&mut self, now: i64, cooldown: i64) {
+        if self.alerted.len() > STATE_LIMIT {
+            self.alerted.retain(|_, at| now - *at < cooldown);
+        }
+        if self.session_bytes.len() > STATE_LIMIT {
+            // Tallies restart: a session then needs its threshold again.
+            tracing::warn!(
+                "threat detection forgets the byte counts of {} sessions",
+                self.session_bytes.len()
+            );
+            self.session_bytes.clear();
+        }
+    }
 }
 
 async fn analyze(
@@ -533,9 +553,10 @@ async fn analyze(
     if !interesting {
         return Ok(());
     }
+    state.prune(e.ts, config.cooldown_secs);
     let session_bytes = o.transfer.as_ref().map(|(session, bytes)| {
         let total = state.session_bytes.entry(session.clone()).or_insert(0);
-        *total = (*total).max(*bytes);
+        *total = total.saturating_add(*bytes);
         *total
     });
     let since = e.ts
@@ -646,7 +667,6 @@ async fn raise(
         "recommended_actions": recommended_actions(threat, config),
         "actions_taken": actions,
     });
-    c.detector.alerts.fetch_add(1, Ordering::Relaxed);
     c.metrics.alert(if threat >= config.suspend_threshold {
         "suspend"
     } else {

@@ -361,6 +361,7 @@ fn report_transfer(
     if total < reported.saturating_add(step) || total == *reported {
         return;
     }
+    let moved = total - *reported;
     *reported = total;
     gw.audit.record(GatewayAuditRecord {
         ts: gw.now(),
@@ -369,12 +370,15 @@ fn report_transfer(
         action: "gateway.transfer".into(),
         resource: format!("service:{}", target.service),
         outcome: "allow".into(),
-        reason: format!("{total} bytes so far in session {}", claims.sid),
+        reason: format!(
+            "{moved} bytes more ({total} over this connection) in session {}",
+            claims.sid
+        ),
         request_id: String::new(),
         count: 1,
         transfer: Some(umbra_proto::control::Transfer {
             session: claims.sid.clone(),
-            bytes: total,
+            bytes: moved,
         }),
     });
 }

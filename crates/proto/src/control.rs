@@ -359,7 +359,9 @@ pub struct GatewayAuditRecord {
     pub transfer: Option<Transfer>,
 }
 
-/// Bytes moved by one session over one connection, both ways, so far.
+/// Bytes one session moved over one connection, both ways, since that
+/// connection's previous report: the controller adds them up per session,
+/// across connections and gateways.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transfer {
     pub session: String,
