@@ -812,6 +812,57 @@ pub async fn audit_is_found_by_actor_newest_first(store: &dyn Store) {
     );
 }
 
+pub async fn audit_is_tallied_by_action_outcome_and_bucket(store: &dyn Store) {
+    let event = |action: &str, outcome: Outcome, at: i64, count: i64| AuditEvent {
+        ts: at,
+        actor: "user:ann".into(),
+        source_ip: "10.0.0.1".into(),
+        action: action.into(),
+        resource: "service:demo".into(),
+        outcome,
+        reason: String::new(),
+        request_id: String::new(),
+        count,
+    };
+    let batch = vec![
+        event("auth.login", Outcome::Allow, NOW - 1, 1),
+        event("auth.login", Outcome::Allow, NOW, 1),
+        event("auth.login", Outcome::Deny, NOW + 5, 1),
+        event("auth.login", Outcome::Allow, NOW + 59, 1),
+        event("gateway.access", Outcome::Allow, NOW + 60, 40),
+        event("gateway.access", Outcome::Allow, NOW + 119, 2),
+        event("gateway.access", Outcome::Deny, NOW + 61, 1),
+        event("auth.login", Outcome::Allow, NOW + 120, 1),
+    ];
+    store.append_audit_batch(&batch).await.expect("batch");
+    let mut tally = store
+        .audit_tally(NOW, NOW + 120, 60)
+        .await
+        .expect("tally");
+    tally.sort_by(|a, b| (a.bucket, &a.action, &a.outcome).cmp(&(b.bucket, &b.action, &b.outcome)));
+    let got: Vec<(i64, &str, &str, i64)> = tally
+        .iter()
+        .map(|t| (t.bucket, t.action.as_str(), t.outcome.as_str(), t.count))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "auth.login", "allow", 2),
+            (0, "auth.login", "deny", 1),
+            (1, "gateway.access", "allow", 42),
+            (1, "gateway.access", "deny", 1),
+        ],
+        "since inclusive, until exclusive, summaries by their count"
+    );
+    assert!(
+        store
+            .audit_tally(NOW + 500, NOW + 600, 60)
+            .await
+            .expect("tally")
+            .is_empty()
+    );
+}
+
 pub async fn rate_limit_buckets_refill_and_are_shared(store: &dyn Store) {
     let take = |at: i64| store.take_rate_token("login:10.0.0.1", at, 60, 3);
     for _ in 0..3 {
@@ -1235,6 +1286,7 @@ macro_rules! suite {
             session_verdicts_move_forward_on_live_sessions_only,
             blocked_sources_extend_expire_and_lift,
             audit_is_found_by_actor_newest_first,
+            audit_is_tallied_by_action_outcome_and_bucket,
             browser_sessions_are_listed_revoked_and_published);
     };
     (@ $make:expr; $($name:ident),*) => {

@@ -284,6 +284,11 @@ pub trait Store: Send + Sync + 'static {
     /// (the risk engine's history of one user).
     async fn audit_by_actor(&self, actor: &str, since: i64, limit: u32)
     -> Result<Vec<AuditRecord>>;
+    /// Records in `[since, until)` counted (summaries by their count) per
+    /// action, outcome and `bucket_secs`-long bucket from `since` (the
+    /// dashboard's success rates and trends).
+    async fn audit_tally(&self, since: i64, until: i64, bucket_secs: i64)
+    -> Result<Vec<AuditTally>>;
 }
 
 #[cfg(test)]

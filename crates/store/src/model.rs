@@ -256,6 +256,18 @@ pub struct AuditRecord {
     pub link: Option<crate::chain::Link>,
 }
 
+/// How many audit records of one action and outcome fell in one time
+/// bucket ([`crate::Store::audit_tally`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditTally {
+    pub action: String,
+    pub outcome: String,
+    /// The bucket's number, 0 for the one starting at `since`.
+    pub bucket: i64,
+    /// Decisions counted (a summarized record counts for its `count`).
+    pub count: i64,
+}
+
 /// Which audit records to read: every filter given must match. Records
 /// come oldest first (by id), at most `limit`, after id `after` (paging).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

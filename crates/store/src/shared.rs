@@ -1490,6 +1490,35 @@ impl Store for $store {
         .await?;
         rows.iter().map(audit_row).collect()
     }
+
+    async fn audit_tally(
+        &self,
+        since: i64,
+        until: i64,
+        bucket_secs: i64,
+    ) -> Result<Vec<AuditTally>> {
+        let bucket_secs = bucket_secs.max(1);
+        let rows = sqlx::query(
+            "SELECT action, outcome, (ts - $1) / $3 AS bucket, \
+             CAST(SUM(count) AS BIGINT) AS n FROM audit_log \
+             WHERE ts >= $1 AND ts < $2 GROUP BY action, outcome, bucket",
+        )
+        .bind(since)
+        .bind(until)
+        .bind(bucket_secs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditTally {
+                    action: row.try_get("action")?,
+                    outcome: row.try_get("outcome")?,
+                    bucket: row.try_get("bucket")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn gateway_row(row: &$row) -> Result<GatewayRecord> {
