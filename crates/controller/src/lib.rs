@@ -32,6 +32,7 @@ pub mod browser_config;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod detect;
 pub mod error;
 pub mod events;

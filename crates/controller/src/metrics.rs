@@ -304,12 +304,13 @@ impl Metrics {
         }
         match c.store.list_devices().await {
             Ok(devices) => {
-                let compliance = &c.config.policy.config.compliance;
-                let policy = compliance
-                    .required
-                    .as_deref()
-                    .or(Some("standard"))
-                    .and_then(|name| compliance.policies.get(name));
+                let policy = c
+                    .config
+                    .policy
+                    .config
+                    .compliance
+                    .reference_policy()
+                    .map(|(_, p)| p);
                 let mut counts = [0i64; 3];
                 for d in devices
                     .iter()

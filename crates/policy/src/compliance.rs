@@ -456,6 +456,15 @@ impl ComplianceConfig {
         Ok(())
     }
 
+    /// The policy a device's compliance is reported against (metrics,
+    /// dashboard): the `required` one, else the seed's `standard`.
+    pub fn reference_policy(&self) -> Option<(&str, &CompliancePolicy)> {
+        let name = self.required.as_deref().unwrap_or("standard");
+        self.policies
+            .get_key_value(name)
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
     /// Every policy's report for one posture report.
     pub fn check_all(
         &self,

@@ -835,10 +835,7 @@ pub async fn audit_is_tallied_by_action_outcome_and_bucket(store: &dyn Store) {
         event("auth.login", Outcome::Allow, NOW + 120, 1),
     ];
     store.append_audit_batch(&batch).await.expect("batch");
-    let mut tally = store
-        .audit_tally(NOW, NOW + 120, 60)
-        .await
-        .expect("tally");
+    let mut tally = store.audit_tally(NOW, NOW + 120, 60).await.expect("tally");
     tally.sort_by(|a, b| (a.bucket, &a.action, &a.outcome).cmp(&(b.bucket, &b.action, &b.outcome)));
     let got: Vec<(i64, &str, &str, i64)> = tally
         .iter()

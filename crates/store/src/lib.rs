@@ -287,8 +287,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records in `[since, until)` counted (summaries by their count) per
     /// action, outcome and `bucket_secs`-long bucket from `since` (the
     /// dashboard's success rates and trends).
-    async fn audit_tally(&self, since: i64, until: i64, bucket_secs: i64)
-    -> Result<Vec<AuditTally>>;
+    async fn audit_tally(
+        &self,
+        since: i64,
+        until: i64,
+        bucket_secs: i64,
+    ) -> Result<Vec<AuditTally>>;
 }
 
 #[cfg(test)]

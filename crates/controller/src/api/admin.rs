@@ -307,13 +307,34 @@ pub async fn user_action(
         .map(Json)
         .map_err(|_| Failure::internal());
     }
-    let totp = match action.as_str() {
+    let totp = act_on_user(&c, &admin, &user, &action).await?;
+    let user = user_view(&user_named(&c, &name).await?, now);
+    Ok(Json(
+        match totp {
+            Some(totp) => serde_json::to_value(ResetTotpResponse { user, totp }),
+            None => serde_json::to_value(user),
+        }
+        .map_err(|_| Failure::internal())?,
+    ))
+}
+
+/// `suspend`, `resume`, `unlock` or `reset-totp` (the API's and the
+/// dashboard's), audited as `user.<action>`; reset-totp returns the new
+/// secret's provisioning, shown once.
+pub(super) async fn act_on_user(
+    c: &Controller,
+    admin: &Admin,
+    user: &UserRecord,
+    action: &str,
+) -> ApiResult<Option<TotpProvisioning>> {
+    let now = c.now();
+    let totp = match action {
         "suspend" => {
-            c.suspend_user(&user).await?;
+            c.suspend_user(user).await?;
             None
         }
         "resume" => {
-            c.resume_user(&user).await?;
+            c.resume_user(user).await?;
             None
         }
         "unlock" => {
@@ -323,23 +344,21 @@ pub async fn user_action(
         "reset-totp" => {
             let secret = totp::generate_secret();
             c.store
-                .reset_totp(&user.id, &seal_totp(&c, &user.id, &secret)?, now)
+                .reset_totp(&user.id, &seal_totp(c, &user.id, &secret)?, now)
                 .await?;
-            Some(provisioning(&c, &secret, &user.name)?)
+            Some(provisioning(c, &secret, &user.name)?)
         }
         _ => return Err(Failure::not_found("action")),
     };
     admin
-        .audit(&c, &format!("user.{action}"), &resource, "")
+        .audit(
+            c,
+            &format!("user.{action}"),
+            &format!("user:{}", user.name),
+            "",
+        )
         .await?;
-    let user = user_view(&user_named(&c, &name).await?, now);
-    Ok(Json(
-        match totp {
-            Some(totp) => serde_json::to_value(ResetTotpResponse { user, totp }),
-            None => serde_json::to_value(user),
-        }
-        .map_err(|_| Failure::internal())?,
-    ))
+    Ok(totp)
 }
 
 // ---- enrollment tokens ---------------------------------------------------------
@@ -538,22 +557,32 @@ pub async fn revoke_session(
     admin: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Session>> {
+    let s = revoke_session_as(&c, &admin, &id).await?;
+    Ok(Json(super::auth::session_view(&s)))
+}
+
+/// Ends a session everywhere (the gateways are told), audited as
+/// `session.revoke`; returns it as it is now.
+pub(super) async fn revoke_session_as(
+    c: &Controller,
+    admin: &Admin,
+    id: &str,
+) -> ApiResult<umbra_store::SessionRecord> {
     c.store
-        .session(&id)
+        .session(id)
         .await?
         .ok_or_else(|| Failure::not_found("session"))?;
     c.store
-        .revoke_session(&id, c.now(), "revoked by administrator")
+        .revoke_session(id, c.now(), "revoked by administrator")
         .await?;
     c.publish(&Event::SessionRevoked {
-        session: id.clone(),
+        session: id.to_owned(),
     })
     .await?;
     admin
-        .audit(&c, "session.revoke", &format!("session:{id}"), "")
+        .audit(c, "session.revoke", &format!("session:{id}"), "")
         .await?;
-    let s = c.store.session(&id).await?.ok_or_else(Failure::internal)?;
-    Ok(Json(super::auth::session_view(&s)))
+    c.store.session(id).await?.ok_or_else(Failure::internal)
 }
 
 // ---- admin credentials ------------------------------------------------------------------

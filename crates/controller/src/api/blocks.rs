@@ -92,6 +92,13 @@ pub async fn lift(
     admin: Admin,
     Path(address): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let ip = lift_as(&c, &admin, &address).await?;
+    Ok(Json(serde_json::json!({ "address": ip.to_string() })))
+}
+
+/// Lifts the block on `address` at every gateway, audited as
+/// `source.unblock` (the API's and the dashboard's).
+pub(super) async fn lift_as(c: &Controller, admin: &Admin, address: &str) -> ApiResult<IpAddr> {
     let ip: IpAddr = address
         .parse()
         .map_err(|_| Failure::invalid("address: an IPv4 or IPv6 address"))?;
@@ -104,7 +111,7 @@ pub async fn lift(
     })
     .await?;
     admin
-        .audit(&c, "source.unblock", &format!("source:{ip}"), "")
+        .audit(c, "source.unblock", &format!("source:{ip}"), "")
         .await?;
-    Ok(Json(serde_json::json!({ "address": ip.to_string() })))
+    Ok(ip)
 }

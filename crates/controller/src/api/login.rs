@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde::Deserialize;
 use umbra_proto::token::{BrowserClaims, SESSION_COOKIE, browser_audience, cookie};
 use umbra_store::{Outcome, SessionKind, SessionRecord, UserRecord};
@@ -82,7 +82,7 @@ pub struct StepUpForm {
     rd: String,
 }
 
-fn cookie_value<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn cookie_value<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut values = h
         .get_all(header::COOKIE)
         .iter()
@@ -177,7 +177,7 @@ fn form_page(status: StatusCode, title: &str, body: impl FnOnce(&str) -> String)
 
 /// The form's token equals the cookie's, and the `Origin` (when the
 /// browser sends one) is this host.
-fn csrf_ok(h: &HeaderMap, form_token: &str) -> Result<(), &'static str> {
+fn csrf_ok(h: &HeaderMap, uri: &Uri, form_token: &str) -> Result<(), &'static str> {
     let cookie = cookie_value(h, page::CSRF_COOKIE).ok_or("csrf_cookie_missing")?;
     if cookie.is_empty()
         || !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -187,12 +187,14 @@ fn csrf_ok(h: &HeaderMap, form_token: &str) -> Result<(), &'static str> {
     {
         return Err("csrf_token_mismatch");
     }
-    same_origin(h)
+    same_origin(h, uri)
 }
 
 /// A browser's POST names the page's origin; it must be the host the
-/// request is for.
-fn same_origin(h: &HeaderMap) -> Result<(), &'static str> {
+/// request is for: the `Host` header over HTTP/1.1, the `:authority`
+/// (which hyper puts in the URI) over HTTP/2, where browsers send no
+/// `Host`.
+pub(super) fn same_origin(h: &HeaderMap, uri: &Uri) -> Result<(), &'static str> {
     let Some(origin) = h.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -204,6 +206,7 @@ fn same_origin(h: &HeaderMap) -> Result<(), &'static str> {
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .map(str::to_ascii_lowercase);
     match (origin_host, host) {
         (Some(o), Some(h)) if o == h => Ok(()),
@@ -238,6 +241,7 @@ pub async fn login_submit(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,
     headers: HeaderMap,
+    uri: Uri,
     Form(form): Form<LoginForm>,
 ) -> Response {
     const ACTION: &str = "auth.browser_login";
@@ -277,7 +281,7 @@ pub async fn login_submit(
         }
     };
     const FAILED: &str = "Sign-in failed. Check your user name, password and code.";
-    if let Err(reason) = csrf_ok(&headers, &form.csrf) {
+    if let Err(reason) = csrf_ok(&headers, &uri, &form.csrf) {
         return refuse(reason.into(), "The form expired. Please try again.").await;
     }
     if c.admit_attempt(ip).await.is_err() {
@@ -426,6 +430,7 @@ pub async fn step_up_submit(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,
     headers: HeaderMap,
+    uri: Uri,
     Form(form): Form<StepUpForm>,
 ) -> Response {
     const ACTION: &str = "auth.browser_step_up";
@@ -451,7 +456,7 @@ pub async fn step_up_submit(
     let actor = format!("user:{}", s.user.name);
     let resource = format!("session:{}", s.session.id);
     let now = c.now();
-    let refusal = if let Err(reason) = csrf_ok(&headers, &form.csrf) {
+    let refusal = if let Err(reason) = csrf_ok(&headers, &uri, &form.csrf) {
         Some(reason.to_owned())
     } else if c.admit_attempt(ip).await.is_err() {
         Some("rate_limited".to_owned())
@@ -542,11 +547,12 @@ pub async fn logout(
     State(c): State<Arc<Controller>>,
     ctx: RequestContext,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
     const ACTION: &str = "auth.browser_logout";
     let ip = client_ip(&c.config.browser, ctx.ip, &headers);
     let cleared = [page::clear_session_cookie()];
-    if let Err(reason) = same_origin(&headers) {
+    if let Err(reason) = same_origin(&headers, &uri) {
         c.audit_event(
             "-",
             Some(ip),

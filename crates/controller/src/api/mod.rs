@@ -14,6 +14,7 @@
 //! - [`login`]: the browser login, step-up and logout pages ([`page`]:
 //!   their HTML, cookies and return URLs); [`verify`]: `/auth/verify` for
 //!   reverse proxies ([`forwarded`]: what a trusted proxy says).
+//! - [`ui`]: the dashboard at `/ui/` (an admin's browser session).
 
 mod admin;
 mod audit;
@@ -29,6 +30,7 @@ mod opa;
 pub mod openapi;
 mod page;
 mod public;
+mod ui;
 mod verify;
 
 use std::sync::Arc;
@@ -53,7 +55,7 @@ pub enum Routes {
     /// The public endpoints only (a dark controller's `public_listen`):
     /// health, readiness, metrics, JWKS, OpenAPI, the CA, device enrollment
     /// (which its one-time token authenticates), and the browser's login
-    /// pages and `/auth/verify`.
+    /// pages, `/auth/verify` and the dashboard.
     Public,
     /// Everything else (a dark controller's `listen`).
     Private,
@@ -103,6 +105,13 @@ fn public_routes() -> Router<Arc<Controller>> {
         .route("/auth/logout", post(login::logout))
         .route("/auth/verify", any(verify::verify))
         .route("/auth/verify/{*original}", any(verify::verify_envoy))
+        // The dashboard: a browser with the login page's cookie.
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/ui.css", get(ui::stylesheet))
+        .route("/ui/sessions/{id}/revoke", post(ui::revoke_session))
+        .route("/ui/users/{name}/{action}", post(ui::user_action))
+        .route("/ui/blocks/{address}/lift", post(ui::lift_block))
 }
 
 fn private_routes() -> Router<Arc<Controller>> {
