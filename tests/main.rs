@@ -16,6 +16,7 @@ mod cli;
 mod continuous;
 mod dark;
 mod dark_controller;
+mod dashboard;
 mod detection;
 mod e2e;
 mod enrollment;

@@ -109,6 +109,7 @@ fn public_routes() -> Router<Arc<Controller>> {
         .route("/ui", get(ui::root))
         .route("/ui/", get(ui::index))
         .route("/ui/ui.css", get(ui::stylesheet))
+        .route("/ui/favicon.svg", get(ui::icon))
         .route("/ui/sessions/{id}/revoke", post(ui::revoke_session))
         .route("/ui/users/{name}/{action}", post(ui::user_action))
         .route("/ui/blocks/{address}/lift", post(ui::lift_block))

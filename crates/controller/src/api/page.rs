@@ -55,7 +55,8 @@ pub fn html(status: StatusCode, title: &str, body: &str) -> Response {
     let doc = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{t} - Umbra</title><style>{STYLE}</style></head>\
+         <title>{t} - Umbra</title><link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\
+         <style>{STYLE}</style></head>\
          <body><main><h1>{t}</h1>{body}</main></body></html>",
         t = escape(title)
     );
@@ -68,14 +69,17 @@ pub fn html(status: StatusCode, title: &str, body: &str) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with
+        // the page's own form POSTs, which the Origin check must refuse.
+        // `same-origin` tells nothing to other sites either.
+        HeaderValue::from_static("same-origin"),
     );
     r
 }

@@ -42,8 +42,9 @@ use crate::context::RequestContext;
 use crate::dashboard::{self, Compliance, Dashboard, Figures, RISK_BANDS};
 use crate::error::Failure;
 
-/// The stylesheet, in the binary.
+/// The stylesheet and the icon, in the binary.
 const CSS: &str = include_str!("../../assets/ui.css");
+const ICON: &str = include_str!("../../assets/favicon.svg");
 /// The pages' CSP: nothing but this origin's stylesheet and forms.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -209,7 +210,10 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` with
+        // the page's own form POSTs, which the Origin check must refuse.
+        // `same-origin` tells nothing to other sites either.
+        HeaderValue::from_static("same-origin"),
     );
     r
 }
@@ -429,12 +433,18 @@ pub async fn root() -> Response {
 
 /// `GET /ui/ui.css`: the stylesheet.
 pub async fn stylesheet() -> Response {
-    let mut r = CSS.into_response();
+    asset(CSS, "text/css; charset=utf-8")
+}
+
+/// `GET /ui/favicon.svg`: the icon (the login pages use it too).
+pub async fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
