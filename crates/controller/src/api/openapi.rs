@@ -160,6 +160,13 @@ impl Modify for Security {
         super::login::logout,
         super::verify::verify,
         super::verify::verify_envoy,
+        super::ui::root,
+        super::ui::index,
+        super::ui::stylesheet,
+        super::ui::icon,
+        super::ui::revoke_session,
+        super::ui::user_action,
+        super::ui::lift_block,
     ),
     components(schemas(ErrorBody, ControlFrame, Event, Snapshot, super::opa::OpaError)),
     tags(
@@ -169,6 +176,7 @@ impl Modify for Security {
         (name = "gateways", description = "Gateway enrollment and the control channel"),
         (name = "admin", description = "Administration (admin token or admin session)"),
         (name = "browser", description = "The login page (HTML forms, a session cookie) and forward-auth for reverse proxies"),
+        (name = "dashboard", description = "The admin dashboard at /ui/ (HTML; an admin's browser session, forms with the session's token)"),
         (name = "policy", description = "The OPA REST API: Data API and policy modules, in OPA's shapes (errors are `{\"code\", \"message\", \"errors\"}`)"),
     )
 )]

@@ -427,16 +427,19 @@ fn notice(done: &str) -> Option<&'static str> {
 }
 
 /// `GET /ui`: to `/ui/`.
+#[utoipa::path(get, path = "/ui", tag = "dashboard", responses((status = 303, description = "To `/ui/`")))]
 pub async fn root() -> Response {
     see_other("/ui/")
 }
 
 /// `GET /ui/ui.css`: the stylesheet.
+#[utoipa::path(get, path = "/ui/ui.css", tag = "dashboard", responses((status = 200, description = "The dashboard's stylesheet", content_type = "text/css", body = String)))]
 pub async fn stylesheet() -> Response {
     asset(CSS, "text/css; charset=utf-8")
 }
 
 /// `GET /ui/favicon.svg`: the icon (the login pages use it too).
+#[utoipa::path(get, path = "/ui/favicon.svg", tag = "dashboard", responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String)))]
 pub async fn icon() -> Response {
     asset(ICON, "image/svg+xml")
 }
@@ -457,6 +460,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /ui/`: the dashboard.
+#[utoipa::path(get, path = "/ui/", tag = "dashboard", params(("done" = Option<String>, Query, description = "The action just done, for its notice: revoke, suspend, resume, unlock or lift")), responses((status = 200, description = "The dashboard (HTML)", content_type = "text/html", body = String), (status = 303, description = "No browser session: to the login page, back here after"), (status = 403, description = "A session of a user who is not an admin (HTML)", content_type = "text/html", body = String), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn index(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -487,6 +491,14 @@ pub async fn index(
     html(StatusCode::OK, page.render())
 }
 
+/// A dashboard action's form (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ActionFormDoc {
+    /// The session's form token, from the dashboard page.
+    csrf: String,
+}
+
 #[derive(Deserialize)]
 pub struct ActionForm {
     #[serde(default)]
@@ -503,6 +515,7 @@ fn done(action: &str) -> Response {
 }
 
 /// `POST /ui/sessions/{id}/revoke`.
+#[utoipa::path(post, path = "/ui/sessions/{id}/revoke", tag = "dashboard", params(("id" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Revoked: to `/ui/?done=revoke`; or no session: to the login page"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such session (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn revoke_session(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -525,6 +538,7 @@ pub async fn revoke_session(
 }
 
 /// `POST /ui/users/{name}/{action}`: suspend, resume, unlock, reset-totp.
+#[utoipa::path(post, path = "/ui/users/{name}/{action}", tag = "dashboard", params(("name" = String, Path), ("action" = String, Path, description = "suspend, resume, unlock or reset-totp")), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "reset-totp: the new secret and its QR code, shown once (HTML)", content_type = "text/html", body = String), (status = 303, description = "Done: to `/ui/?done=<action>`; or no session: to the login page"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such user or action (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn user_action(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -582,6 +596,7 @@ struct TotpPage<'a> {
 }
 
 /// `POST /ui/blocks/{address}/lift`.
+#[utoipa::path(post, path = "/ui/blocks/{address}/lift", tag = "dashboard", params(("address" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Lifted: to `/ui/?done=lift`; or no session: to the login page"), (status = 400, description = "Not a form, or not an IP address (HTML)", content_type = "text/html", body = String), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such block (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn lift_block(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
