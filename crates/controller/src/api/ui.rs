@@ -192,30 +192,7 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
             return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
         }
     };
-    let mut r = (status, body).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        // Not `no-referrer`: under it browsers send `Origin: null` with
-        // the page's own form POSTs, which the Origin check must refuse.
-        // `same-origin` tells nothing to other sites either.
-        HeaderValue::from_static("same-origin"),
-    );
-    r
+    super::page::html_response(status, body, CSP)
 }
 
 #[derive(Template)]
