@@ -1,8 +1,8 @@
 //! Threat detection and response: a brute-force run raises an alert that
 //! a webhook receives (signed, and retried while the receiver is down,
 //! without holding anything up), the account locks and an admin unlocks
-//! it; a session moving over 100 MB through a gateway is suspended at
-//! once. Everything through the real API, the real gateway and tunnels.
+//! it; a session moving over 100 MB through a gateway, over a tunnel or
+//! in plain HTTP bodies, is suspended at once. Everything through the real API, the real gateway and tunnels.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -268,4 +268,138 @@ async fn a_session_moving_over_100_mb_through_a_gateway_is_suspended_at_once() {
     for action in ["threat.suspend", "user.resume", "source.unblock"] {
         assert!(!rig.tc.audit(action).await.is_empty(), "{action} audited");
     }
+}
+
+/// An upstream that reads each request's body and answers it with `size`
+/// bytes: an upload and a download per request.
+async fn bulk_upstream(size: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![b'x'; 64 << 10];
+                let mut data = Vec::new();
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    // The head, then as many body bytes as it announces.
+                    let end = loop {
+                        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while data.len() < end + length {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    data.drain(..end + length);
+                    let start = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                    if tcp.write_all(start.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut left = size;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if tcp.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The bytes the gateway reported for plain HTTP bodies in the rig's
+/// session.
+async fn http_bytes_reported(rig: &Rig) -> u64 {
+    let sid = rig.login["session_id"].as_str().expect("sid");
+    let needle = format!("in HTTP bodies in session {sid}");
+    rig.tc
+        .audit("gateway.transfer")
+        .await
+        .iter()
+        .filter(|r| r["reason"].as_str().is_some_and(|s| s.ends_with(&needle)))
+        .filter_map(|r| r["reason"].as_str()?.split_once(' ')?.0.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_moving_over_100_mb_are_exfiltration_too() {
+    const EACH: usize = 2 << 20;
+    let upstream = bulk_upstream(EACH).await;
+    let rig = Rig::start_routes(vec![umbra_gateway::config::RawRoute {
+        service: "bulk".into(),
+        host: Some("bulk".into()),
+        path_prefix: None,
+        upstream,
+        protocol: None,
+        upstream_http2: None,
+    }])
+    .await;
+    let client = rig.client(Some(&rig.device));
+    // Plain POSTs, 2 MiB up and 2 MiB down each, until the gateway stops
+    // answering (at most 1 GiB): past 100 MB, counted both ways, the
+    // session is suspended and the source blocked.
+    let (mut sent, mut received) = (0u64, 0u64);
+    for _ in 0..256 {
+        let resp = client
+            .post(format!("{}/upload", rig.gw_url))
+            .header("host", "bulk")
+            .bearer_auth(&rig.token)
+            .body(vec![b'u'; EACH])
+            .send()
+            .await;
+        let Ok(resp) = resp else { break };
+        if resp.status() != StatusCode::OK {
+            break;
+        }
+        sent += EACH as u64;
+        match resp.bytes().await {
+            Ok(b) => received += b.len() as u64,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent + received > 90 << 20 && sent + received < 1 << 30,
+        "the requests stopped after the limit, not before and not never \
+         ({sent} bytes up, {received} down)"
+    );
+    let alert = rig.tc.wait_audit("threat.alert", "data_exfiltration").await;
+    let reason = alert["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("threat 0.90"), "{reason}");
+    rig.tc.wait_audit("threat.suspend", "threat 0.90").await;
+
+    // Both directions counted: what the gateway reported covers what went
+    // up and came down, short of the last unreported mebibyte at most.
+    let mut reported = 0;
+    for _ in 0..100 {
+        reported = http_bytes_reported(&rig).await;
+        if reported + (1 << 20) >= sent + received {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        reported + (1 << 20) >= sent + received,
+        "reported {reported} bytes of {sent} up and {received} down"
+    );
+    let (status, _) = rig.tc.login(&rig.device, &rig.alice).await;
+    assert_ne!(status, StatusCode::OK, "the user is suspended");
 }

@@ -49,6 +49,7 @@ pub mod renew;
 pub mod server;
 pub mod spa;
 pub mod spa_config;
+pub mod transfer;
 pub mod tunnel;
 pub mod view;
 pub mod workers;
@@ -111,6 +112,8 @@ pub struct Gateway {
     pub knocked: spa::Knocked,
     /// Live tunnels and upgraded connections, cut at once on revocation.
     pub live: Arc<live::LiveSessions>,
+    /// Bytes of HTTP responses per session, for the exfiltration rule.
+    pub transfers: transfer::Transfers,
     /// What the metrics listener serves.
     pub metrics: metrics::Metrics,
 }
@@ -194,6 +197,7 @@ impl Gateway {
             spa_counters,
             knocked: spa::Knocked::default(),
             live: Arc::default(),
+            transfers: transfer::Transfers::default(),
             audit: audit::AuditSink::new(),
             config,
             clock,

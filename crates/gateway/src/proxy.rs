@@ -41,7 +41,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const CUT_BODIES_FROM: u64 = 256 * 1024;
 /// Request bodies are streamed to the upstream, never buffered whole, and
 /// cut at the configured limit.
-pub type UpstreamBody = http_body_util::Limited<Incoming>;
+pub type UpstreamBody = crate::transfer::CountedBody<http_body_util::Limited<Incoming>>;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -451,7 +451,21 @@ pub async fn handle(
         reason.push_str(&format!("; {forged} client identity header(s) stripped"));
     }
     let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-    let req = req.map(|body| http_body_util::Limited::new(body, limit));
+    // Bytes moved both ways count toward the session's transfer, as
+    // over a tunnel.
+    let owner = crate::transfer::Owner {
+        session: claims.sid.clone(),
+        user: claims.sub.clone(),
+        source: conn.addr.ip(),
+        service: route.service.clone(),
+    };
+    let req = req.map(|body| {
+        crate::transfer::CountedBody::new(
+            http_body_util::Limited::new(body, limit),
+            gw.clone(),
+            owner.clone(),
+        )
+    });
     match tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(req)).await {
         Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let (Some(client_upgrade), Some(target)) = (client_upgrade, target) else {
@@ -515,9 +529,17 @@ pub async fn handle(
                     serial: conn.peer.serial.clone(),
                     source: conn.addr.ip(),
                 });
-                return resp.map(|b| CutBody::new(b, live).boxed());
+                let gw = gw.clone();
+                return resp.map(|b| {
+                    CutBody::new(crate::transfer::CountedBody::new(b, gw, owner), live).boxed()
+                });
             }
-            resp.map(|b| b.map_err(BoxError::from).boxed())
+            let gw = gw.clone();
+            resp.map(|b| {
+                crate::transfer::CountedBody::new(b, gw, owner)
+                    .map_err(BoxError::from)
+                    .boxed()
+            })
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, service = %route.service, "upstream request failed");
