@@ -453,12 +453,12 @@ pub async fn handle(
     let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
     // Bytes moved both ways count toward the session's transfer, as
     // over a tunnel.
-    let owner = crate::transfer::Owner {
+    let owner = Arc::new(crate::transfer::Owner {
         session: claims.sid.clone(),
         user: claims.sub.clone(),
         source: conn.addr.ip(),
         service: route.service.clone(),
-    };
+    });
     let req = req.map(|body| {
         crate::transfer::CountedBody::new(
             http_body_util::Limited::new(body, limit),

@@ -41,17 +41,24 @@ impl Transfers {
         if pending.len() >= MAX_SESSIONS && !pending.contains_key(session) {
             pending.clear();
         }
-        let tally = pending.entry(session.to_owned()).or_default();
-        *tally = tally.saturating_add(bytes);
-        if *tally < REPORT_FROM {
+        // No key allocated for a session already tallied: the common case.
+        let tally = match pending.get_mut(session) {
+            Some(tally) => {
+                *tally = tally.saturating_add(bytes);
+                *tally
+            }
+            None => bytes,
+        };
+        if tally < REPORT_FROM {
+            pending.entry(session.to_owned()).or_insert(tally);
             return None;
         }
-        pending.remove(session)
+        pending.remove(session);
+        Some(tally)
     }
 }
 
-/// Whose bytes they are.
-#[derive(Clone)]
+/// Whose bytes they are (one per request, shared by its two bodies).
 pub struct Owner {
     pub session: String,
     pub user: String,
@@ -63,12 +70,12 @@ pub struct Owner {
 pub struct CountedBody<B> {
     inner: B,
     gw: Arc<Gateway>,
-    owner: Owner,
+    owner: Arc<Owner>,
     unreported: u64,
 }
 
 impl<B> CountedBody<B> {
-    pub fn new(inner: B, gw: Arc<Gateway>, owner: Owner) -> Self {
+    pub fn new(inner: B, gw: Arc<Gateway>, owner: Arc<Owner>) -> Self {
         Self {
             inner,
             gw,
