@@ -197,6 +197,12 @@ data_dir = "$TMP/ctl/data"
 trust_domain = "bench.local"
 server_names = ["127.0.0.1"]
 kek_file = "$TMP/ctl/kek"
+
+# The load moves gigabytes in one session, which threat detection would
+# rightly call exfiltration (> 100 MB) and answer by suspending the user
+# mid-run. Detection stays on (its cost is part of what is measured).
+[detection]
+transfer_bytes = 1000000000000
 TOML
 "$BIN" controller --config "$TMP/ctl/controller.toml" > "$TMP/controller.log" 2>&1 &
 CTL_PID=$!
@@ -241,7 +247,7 @@ start_gateway
 printf '%s' "$PASSWORD" | "$BIN" agent --dir "$AGENT" login --user demo --password-stdin \
     --totp "$(oathtool --totp -b "$TOTP_SECRET")" > /dev/null
 python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["token"])' "$AGENT/session.json" > "$TMP/token"
-echo "controller  : umbra controller on 127.0.0.1:$CTL_PORT (SQLite, defaults; pid $CTL_PID)"
+echo "controller  : umbra controller on 127.0.0.1:$CTL_PORT (SQLite, defaults except [detection] transfer_bytes = 1e12; pid $CTL_PID)"
 echo "gateway     : umbra gateway on 127.0.0.1:$GW_PORT, enrolled with 'umbra admin gateway add bench --san 127.0.0.1', route bench -> 127.0.0.1:$UP_PORT, 'umbra admin service set bench --user demo'; [limits] defaults; UMBRA_LOG unset (info: one 'access' log line per request, to a file)"
 echo "session     : user demo, 'umbra agent login --user demo --password-stdin --totp <oathtool>', token from session.json ($(wc -c < "$TMP/token") bytes)"
 

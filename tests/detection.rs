@@ -387,17 +387,17 @@ async fn http_requests_moving_over_100_mb_are_exfiltration_too() {
     rig.tc.wait_audit("threat.suspend", "threat 0.90").await;
 
     // Both directions counted: what the gateway reported covers what went
-    // up and came down, short of the last unreported mebibyte at most.
+    // up and came down, short of the session's unreported tally at most.
     let mut reported = 0;
     for _ in 0..100 {
         reported = http_bytes_reported(&rig).await;
-        if reported + (1 << 20) >= sent + received {
+        if reported + umbra_gateway::transfer::REPORT_FROM >= sent + received {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        reported + (1 << 20) >= sent + received,
+        reported + umbra_gateway::transfer::REPORT_FROM >= sent + received,
         "reported {reported} bytes of {sent} up and {received} down"
     );
     let (status, _) = rig.tc.login(&rig.device, &rig.alice).await;

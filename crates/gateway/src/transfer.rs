@@ -3,12 +3,14 @@
 //! WebSockets report their own, per connection ([`crate::tunnel`]).
 //!
 //! Bodies are small and many, so they are not reported one by one: each
-//! body counts its data frames, and adds them to its
-//! session's tally every [`REPORT_FROM`] bytes and when it ends; a tally
+//! body counts its data frames, and adds them to its session's tally every
+//! [`FLUSH_EVERY`] bytes and when it ends; a tally
 //! reaching [`REPORT_FROM`] becomes one record and starts again. What a
-//! session moves is thus reported within 1 MiB per gateway (a session
+//! session moves is thus reported within 8 MiB per gateway (a session
 //! that never reaches it moved too little to matter for a 100 MB rule),
-//! at one map update per response.
+//! at one map update per body and at most one record per 8 MiB, as often
+//! as a tunnel reports (a download at 1 GB/s is 120 records a second to
+//! store, not one per response).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -21,8 +23,12 @@ use umbra_proto::control::{GatewayAuditRecord, Transfer};
 
 use crate::Gateway;
 
-/// A session's tally becomes a record from this many bytes.
-pub const REPORT_FROM: u64 = 1 << 20;
+/// A session's tally becomes a record from this many bytes (a tunnel's
+/// `REPORT_EVERY`).
+pub const REPORT_FROM: u64 = 8 << 20;
+/// A long body adds to its session's tally every this many bytes (so
+/// concurrent bodies of a session are not each 8 MiB behind).
+const FLUSH_EVERY: u64 = 1 << 20;
 /// Sessions tallied at most (a memory bound: past it the small remainders
 /// are forgotten, each under [`REPORT_FROM`]).
 const MAX_SESSIONS: usize = 100_000;
@@ -133,7 +139,7 @@ where
             && let Some(data) = frame.data_ref()
         {
             self.unreported += data.len() as u64;
-            if self.unreported >= REPORT_FROM {
+            if self.unreported >= FLUSH_EVERY {
                 self.flush();
             }
         }
@@ -154,12 +160,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tallies_report_from_a_mebibyte_per_session_and_start_again() {
+    fn tallies_report_from_8_mib_per_session_and_start_again() {
         let t = Transfers::default();
-        assert_eq!(t.add("a", 600 << 10), None);
-        assert_eq!(t.add("b", 600 << 10), None, "per session");
-        assert_eq!(t.add("a", 600 << 10), Some(1200 << 10));
+        assert_eq!(t.add("a", 5 << 20), None);
+        assert_eq!(t.add("b", 5 << 20), None, "per session");
+        assert_eq!(t.add("a", 5 << 20), Some(10 << 20));
         assert_eq!(t.add("a", 1), None, "starts again");
-        assert_eq!(t.add("c", 5 << 20), Some(5 << 20), "a big one at once");
+        assert_eq!(t.add("c", 9 << 20), Some(9 << 20), "a big one at once");
     }
 }
