@@ -488,7 +488,7 @@ async fn the_dashboard_is_for_admins_and_its_forms_for_this_session_only() {
     let cross_site = admin
         .client()
         .post(format!("{base}{revoke}"))
-        .header("cookie", cookie)
+        .header("cookie", &cookie)
         .header("origin", "https://evil.example")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf={csrf}"))
@@ -575,7 +575,85 @@ async fn the_dashboard_is_for_admins_and_its_forms_for_this_session_only() {
     assert_eq!(page.status, StatusCode::NOT_FOUND);
     assert!(tc.audit("user.delete").await.is_empty());
 
-    // Signing out ends the dashboard too.
+    // Five minutes after the last code, the dashboard still shows, but an
+    // action asks for a fresh code first: a stolen cookie alone cannot act
+    // for long.
+    tc.clock.advance(301);
+    assert_eq!(admin.get("/ui/").await.status, StatusCode::OK);
+    let suspend = "/ui/users/alice/suspend";
+    let page = admin.post(suspend, &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let step_up = page.header("location").to_owned();
+    assert_eq!(step_up, "/auth/step-up?rd=%2Fui%2F%3Fdone%3Dconfirmed");
+    let refused = tc.wait_audit("ui.action", "step_up_required").await;
+    assert_eq!(
+        refused["reason"],
+        "step_up_required: last TOTP 301 s ago, at most 300 s"
+    );
+    let alice_status = || async {
+        tc.admin_get("/api/v1/admin/users").await["items"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .expect("alice")["status"]
+            .clone()
+    };
+    assert_eq!(alice_status().await, "active", "nothing was done");
+    let form = admin.get(&step_up).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let code = oathtool(&ops.totp_secret, tc.now());
+    let confirmed = admin
+        .post(
+            "/auth/step-up",
+            &[
+                ("totp", &code),
+                ("csrf", &form.csrf()),
+                ("rd", "/ui/?done=confirmed"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        confirmed.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        confirmed.body
+    );
+    assert_eq!(confirmed.header("location"), "/ui/?done=confirmed");
+    let page = admin.get("/ui/?done=confirmed").await;
+    assert!(
+        page.body.contains("Press the button again"),
+        "{}",
+        page.body
+    );
+    let page = admin.post(suspend, &[("csrf", &page.csrf())]).await;
+    assert_eq!(
+        page.header("location"),
+        "/ui/?done=suspend",
+        "{}",
+        page.body
+    );
+    assert_eq!(alice_status().await, "suspended");
+
+    // Signing out ends the dashboard too, and its cookie and form token,
+    // replayed, do nothing.
     admin.post("/auth/logout", &[]).await;
     assert_eq!(admin.get("/ui/").await.status, StatusCode::SEE_OTHER);
+    let replayed = admin
+        .client()
+        .post(format!("{base}/ui/users/alice/resume"))
+        .header("cookie", &cookie)
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(replayed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        replayed.headers()["location"],
+        "/auth/login?rd=%2Fui%2F",
+        "to the login page"
+    );
+    assert_eq!(alice_status().await, "suspended", "nothing was done");
 }

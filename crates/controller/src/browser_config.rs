@@ -17,6 +17,8 @@ use crate::config::ConfigError;
 
 /// Trusted proxy networks at most (a list this long is a mistake).
 pub const MAX_TRUSTED_PROXIES: usize = 256;
+/// How recent a TOTP a dashboard action needs, by default.
+pub const DEFAULT_ACTION_MFA_SECONDS: u32 = 300;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,16 +33,32 @@ pub struct RawBrowser {
     /// Forwarded host → the service `/auth/verify` decides for.
     #[serde(default)]
     pub services: BTreeMap<String, String>,
+    /// A dashboard action needs a TOTP entered within this many seconds.
+    pub action_mfa_seconds: Option<u32>,
 }
 
 /// The validated `[browser]`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BrowserConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Lowercase host names, without ports.
     pub return_hosts: Vec<String>,
     /// Lowercase host (without port) → service.
     pub services: BTreeMap<String, String>,
+    /// How old the session's last TOTP (login or step-up) may be for a
+    /// dashboard action: a stolen cookie alone cannot act for long.
+    pub action_mfa_seconds: u32,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            return_hosts: Vec::new(),
+            services: BTreeMap::new(),
+            action_mfa_seconds: DEFAULT_ACTION_MFA_SECONDS,
+        }
+    }
 }
 
 impl BrowserConfig {
@@ -106,10 +124,20 @@ impl RawBrowser {
             }
             services.insert(host, service);
         }
+        let action_mfa_seconds = self
+            .action_mfa_seconds
+            .unwrap_or(DEFAULT_ACTION_MFA_SECONDS);
+        if !(30..=86_400).contains(&action_mfa_seconds) {
+            return Err(invalid(
+                "browser.action_mfa_seconds",
+                format!("{action_mfa_seconds}: must be 30..=86400 seconds"),
+            ));
+        }
         Ok(BrowserConfig {
             trusted_proxies,
             return_hosts,
             services,
+            action_mfa_seconds,
         })
     }
 }
@@ -130,7 +158,12 @@ mod tests {
         assert!(!c.trusts("127.0.0.2".parse().expect("ip")));
         assert_eq!(c.return_hosts, vec!["app.example".to_owned()]);
         assert_eq!(c.service_for("app.example"), Some("wiki"));
+        assert_eq!(c.action_mfa_seconds, DEFAULT_ACTION_MFA_SECONDS);
+        let raw: RawBrowser = toml::from_str("action_mfa_seconds = 60").expect("toml");
+        assert_eq!(raw.validate().expect("valid").action_mfa_seconds, 60);
         for bad in [
+            "action_mfa_seconds = 29",
+            "action_mfa_seconds = 86401",
             "return_hosts = [\"https://app\"]",
             "return_hosts = [\"app:443\"]",
             "trusted_proxies = [\"10.0.0.1/8\"]",

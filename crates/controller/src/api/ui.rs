@@ -151,7 +151,7 @@ impl UiAdmin {
             same_origin(headers, uri).err()
         };
         let Some(reason) = reason else {
-            return Ok(());
+            return self.check_fresh_mfa(c, resource).await;
         };
         let _ = c
             .audit_event(
@@ -172,6 +172,44 @@ impl UiAdmin {
         ))
     }
 }
+
+impl UiAdmin {
+    /// An action needs a TOTP entered recently (at login or a step-up,
+    /// `[browser] action_mfa_seconds`): an older session is sent to the
+    /// step-up page and back, to press the button again. A stolen cookie
+    /// alone then shows the dashboard but acts only within that window.
+    async fn check_fresh_mfa(&self, c: &Controller, resource: &str) -> Result<(), Response> {
+        let now = c.now();
+        let max = i64::from(c.config.browser.action_mfa_seconds);
+        let age = self.session.session.mfa_at.map(|at| now - at);
+        if age.is_some_and(|age| (0..=max).contains(&age)) {
+            return Ok(());
+        }
+        let reason = match age {
+            Some(age) => format!("step_up_required: last TOTP {age} s ago, at most {max} s"),
+            None => "step_up_required: no TOTP in this session".to_owned(),
+        };
+        if let Err(f) = c
+            .audit_event(
+                &self.admin.actor,
+                Some(self.admin.ctx.ip),
+                "ui.action",
+                resource,
+                Outcome::Deny,
+                &reason,
+                &self.admin.ctx.request_id,
+            )
+            .await
+        {
+            return Err(failure_page(&f));
+        }
+        Err(see_other(STEP_UP))
+    }
+}
+
+/// Where an action without a recent TOTP goes: the step-up page, back to
+/// the dashboard with a notice to press the button again.
+const STEP_UP: &str = "/auth/step-up?rd=%2Fui%2F%3Fdone%3Dconfirmed";
 
 fn see_other(to: &'static str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -399,6 +437,7 @@ fn notice(done: &str) -> Option<&'static str> {
         "resume" => "The user was resumed.",
         "unlock" => "The user's lockout and failed-login count were cleared.",
         "lift" => "The block was lifted at every gateway.",
+        "confirmed" => "Identity confirmed. Press the button again to do what you asked.",
         _ => return None,
     })
 }
@@ -437,7 +476,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /ui/`: the dashboard.
-#[utoipa::path(get, path = "/ui/", tag = "dashboard", params(("done" = Option<String>, Query, description = "The action just done, for its notice: revoke, suspend, resume, unlock or lift")), responses((status = 200, description = "The dashboard (HTML)", content_type = "text/html", body = String), (status = 303, description = "No browser session: to the login page, back here after"), (status = 403, description = "A session of a user who is not an admin (HTML)", content_type = "text/html", body = String), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
+#[utoipa::path(get, path = "/ui/", tag = "dashboard", params(("done" = Option<String>, Query, description = "The action just done, for its notice: revoke, suspend, resume, unlock, lift, or confirmed (a step-up before an action)")), responses((status = 200, description = "The dashboard (HTML)", content_type = "text/html", body = String), (status = 303, description = "No browser session: to the login page, back here after"), (status = 403, description = "A session of a user who is not an admin (HTML)", content_type = "text/html", body = String), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn index(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -492,7 +531,7 @@ fn done(action: &str) -> Response {
 }
 
 /// `POST /ui/sessions/{id}/revoke`.
-#[utoipa::path(post, path = "/ui/sessions/{id}/revoke", tag = "dashboard", params(("id" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Revoked: to `/ui/?done=revoke`; or no session: to the login page"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such session (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
+#[utoipa::path(post, path = "/ui/sessions/{id}/revoke", tag = "dashboard", params(("id" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Revoked: to `/ui/?done=revoke`; no session: to the login page; no TOTP within `[browser] action_mfa_seconds`: to the step-up page, back to the dashboard after"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such session (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn revoke_session(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -515,7 +554,7 @@ pub async fn revoke_session(
 }
 
 /// `POST /ui/users/{name}/{action}`: suspend, resume, unlock, reset-totp.
-#[utoipa::path(post, path = "/ui/users/{name}/{action}", tag = "dashboard", params(("name" = String, Path), ("action" = String, Path, description = "suspend, resume, unlock or reset-totp")), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "reset-totp: the new secret and its QR code, shown once (HTML)", content_type = "text/html", body = String), (status = 303, description = "Done: to `/ui/?done=<action>`; or no session: to the login page"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such user or action (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
+#[utoipa::path(post, path = "/ui/users/{name}/{action}", tag = "dashboard", params(("name" = String, Path), ("action" = String, Path, description = "suspend, resume, unlock or reset-totp")), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "reset-totp: the new secret and its QR code, shown once (HTML)", content_type = "text/html", body = String), (status = 303, description = "Done: to `/ui/?done=<action>`; no session: to the login page; no TOTP within `[browser] action_mfa_seconds`: to the step-up page, back to the dashboard after"), (status = 400, description = "Not a form"), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such user or action (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn user_action(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
@@ -573,7 +612,7 @@ struct TotpPage<'a> {
 }
 
 /// `POST /ui/blocks/{address}/lift`.
-#[utoipa::path(post, path = "/ui/blocks/{address}/lift", tag = "dashboard", params(("address" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Lifted: to `/ui/?done=lift`; or no session: to the login page"), (status = 400, description = "Not a form, or not an IP address (HTML)", content_type = "text/html", body = String), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such block (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
+#[utoipa::path(post, path = "/ui/blocks/{address}/lift", tag = "dashboard", params(("address" = String, Path)), request_body(content = ActionFormDoc, content_type = "application/x-www-form-urlencoded"), responses((status = 303, description = "Lifted: to `/ui/?done=lift`; no session: to the login page; no TOTP within `[browser] action_mfa_seconds`: to the step-up page, back to the dashboard after"), (status = 400, description = "Not a form, or not an IP address (HTML)", content_type = "text/html", body = String), (status = 403, description = "Not an admin, or the form's token or origin is not this session's (HTML)", content_type = "text/html", body = String), (status = 404, description = "No such block (HTML)", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "Not a form"), (status = 503, description = "The store is unavailable (HTML)", content_type = "text/html", body = String)))]
 pub async fn lift_block(
     State(c): State<Arc<Controller>>,
     ui: UiAdmin,
