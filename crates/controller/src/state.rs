@@ -382,10 +382,10 @@ impl Controller {
         .await?;
         let revoked: Vec<String> = self
             .store
-            .list_sessions(None)
+            .unexpired_sessions_of(&user.id, now)
             .await?
             .into_iter()
-            .filter(|s| s.user_id == user.id && s.revoked_at.is_some() && s.expires_at > now)
+            .filter(|s| s.revoked_at.is_some())
             .map(|s| s.id)
             .collect();
         for session in revoked {

@@ -1265,6 +1265,31 @@ pub async fn browser_sessions_are_listed_revoked_and_published(store: &dyn Store
             .expect("list")
             .is_empty()
     );
+    // What the suspension must tell the gateways: the user's unexpired
+    // sessions, revoked ones included, and nobody else's.
+    let (other, odev, oserial) = enrolled(store, "bruno").await;
+    assert!(
+        store
+            .open_session(&session("o-1", &other, &odev, &oserial))
+            .await
+            .expect("open")
+    );
+    let ids = |v: Vec<SessionRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .unexpired_sessions_of(&u.id, NOW + 75)
+            .await
+            .expect("list")),
+        ["d-1", "b-1", "b-2"]
+    );
+    assert!(
+        store
+            .unexpired_sessions_of(&u.id, NOW + 3600)
+            .await
+            .expect("list")
+            .is_empty(),
+        "expired ones are not"
+    );
 }
 
 macro_rules! suite {

@@ -147,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
     /// Sessions not revoked and not expired at `now`, or all when `now` is None.
     async fn list_sessions(&self, live_at: Option<i64>) -> Result<Vec<SessionRecord>>;
+    /// One user's sessions not expired at `now`, revoked or not, oldest
+    /// first (what a suspension must tell the gateways about; by index,
+    /// not by reading every session ever opened).
+    async fn unexpired_sessions_of(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>>;
     async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool>;
     /// Records that the session's subject passed MFA at `at` (a step-up).
     /// False when the session is revoked or expired. Never moves the time

@@ -937,6 +937,24 @@ impl Store for $store {
         Ok(out)
     }
 
+    async fn unexpired_sessions_of(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>> {
+        const FILTER: &str = " WHERE s.user_id = $1 AND s.expires_at > $2";
+        let query = |select: &str| {
+            sqlx::query(sqlx::AssertSqlSafe(format!("{select}{FILTER}")))
+                .bind(user_id.to_owned())
+                .bind(now)
+        };
+        let devices = query(SESSION_SELECT).fetch_all(&self.pool).await?;
+        let browsers = query(BROWSER_SESSION_SELECT).fetch_all(&self.pool).await?;
+        let mut out = devices
+            .iter()
+            .map(session_row)
+            .chain(browsers.iter().map(browser_session_row))
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
     async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool> {
         let mut changed = 0;
         for table in ["sessions", "browser_sessions"] {
