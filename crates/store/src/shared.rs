@@ -196,6 +196,17 @@ fn session_row(row: &$row) -> Result<SessionRecord> {
     })
 }
 
+/// Device and browser sessions (two tables) as one list, oldest first.
+fn both_kinds(devices: &[$row], browsers: &[$row]) -> Result<Vec<SessionRecord>> {
+    let mut out = devices
+        .iter()
+        .map(session_row)
+        .chain(browsers.iter().map(browser_session_row))
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(out)
+}
+
 fn browser_session_row(row: &$row) -> Result<SessionRecord> {
     let risk: i64 = row.try_get("risk")?;
     Ok(SessionRecord {
@@ -928,13 +939,7 @@ impl Store for $store {
         };
         let devices = query(SESSION_SELECT).fetch_all(&self.pool).await?;
         let browsers = query(BROWSER_SESSION_SELECT).fetch_all(&self.pool).await?;
-        let mut out = devices
-            .iter()
-            .map(session_row)
-            .chain(browsers.iter().map(browser_session_row))
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        both_kinds(&devices, &browsers)
     }
 
     async fn unexpired_sessions_of(&self, user_id: &str, now: i64) -> Result<Vec<SessionRecord>> {
@@ -946,13 +951,7 @@ impl Store for $store {
         };
         let devices = query(SESSION_SELECT).fetch_all(&self.pool).await?;
         let browsers = query(BROWSER_SESSION_SELECT).fetch_all(&self.pool).await?;
-        let mut out = devices
-            .iter()
-            .map(session_row)
-            .chain(browsers.iter().map(browser_session_row))
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        both_kinds(&devices, &browsers)
     }
 
     async fn revoke_session(&self, id: &str, now: i64, reason: &str) -> Result<bool> {

@@ -153,17 +153,7 @@ impl UiAdmin {
         let Some(reason) = reason else {
             return self.check_fresh_mfa(c, resource).await;
         };
-        let _ = c
-            .audit_event(
-                &self.admin.actor,
-                Some(self.admin.ctx.ip),
-                "ui.action",
-                resource,
-                Outcome::Deny,
-                reason,
-                &self.admin.ctx.request_id,
-            )
-            .await;
+        let _ = self.refused(c, resource, reason).await;
         Err(message_page(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -189,21 +179,24 @@ impl UiAdmin {
             Some(age) => format!("step_up_required: last TOTP {age} s ago, at most {max} s"),
             None => "step_up_required: no TOTP in this session".to_owned(),
         };
-        if let Err(f) = c
-            .audit_event(
-                &self.admin.actor,
-                Some(self.admin.ctx.ip),
-                "ui.action",
-                resource,
-                Outcome::Deny,
-                &reason,
-                &self.admin.ctx.request_id,
-            )
-            .await
-        {
+        if let Err(f) = self.refused(c, resource, &reason).await {
             return Err(failure_page(&f));
         }
         Err(see_other(STEP_UP))
+    }
+
+    /// The audit record of an action refused before anything was done.
+    async fn refused(&self, c: &Controller, resource: &str, reason: &str) -> Result<(), Failure> {
+        c.audit_event(
+            &self.admin.actor,
+            Some(self.admin.ctx.ip),
+            "ui.action",
+            resource,
+            Outcome::Deny,
+            reason,
+            &self.admin.ctx.request_id,
+        )
+        .await
     }
 }
 
