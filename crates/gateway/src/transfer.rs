@@ -48,19 +48,20 @@ impl Transfers {
             pending.clear();
         }
         // No key allocated for a session already tallied: the common case.
-        let tally = match pending.get_mut(session) {
+        match pending.get_mut(session) {
             Some(tally) => {
                 *tally = tally.saturating_add(bytes);
-                *tally
+                if *tally < REPORT_FROM {
+                    return None;
+                }
+                pending.remove(session)
             }
-            None => bytes,
-        };
-        if tally < REPORT_FROM {
-            pending.entry(session.to_owned()).or_insert(tally);
-            return None;
+            None if bytes < REPORT_FROM => {
+                pending.insert(session.to_owned(), bytes);
+                None
+            }
+            None => Some(bytes),
         }
-        pending.remove(session);
-        Some(tally)
     }
 }
 
