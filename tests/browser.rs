@@ -752,9 +752,14 @@ async fn the_gateway_takes_the_cookie_and_its_revocation() {
             crate::forward_auth::LOGIN_URL
         )
     );
-    // An agent token in the cookie is refused.
+    // An agent token in the cookie is refused, and the cookie is no
+    // bearer token at the gateway's proxy either (same keys, other kind).
     let (status, _) = ask(Some(rig.token.clone()), "demo").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    tc.wait_audit("gateway.verify", "token_wrong_kind").await;
+    let (status, _) = rig.get(&rig.device, "demo", "/", Some(&cookie), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    tc.wait_audit("gateway.access", "token_wrong_kind").await;
     // Revoked at the controller: the event reaches the gateway.
     let sid = tc.admin_get("/api/v1/admin/sessions").await["items"]
         .as_array()

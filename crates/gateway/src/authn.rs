@@ -110,6 +110,27 @@ fn verify_signature(
     issuer: &str,
     token: &str,
 ) -> Result<SessionClaims, &'static str> {
+    decode_es256(view, issuer, token, TokenKind::Agent)
+}
+
+/// Which kind of session token a listener takes: the two are signed with
+/// the same keys, so the header's `typ` keeps each out of the other's place.
+#[derive(Clone, Copy)]
+pub(crate) enum TokenKind<'a> {
+    /// An agent's bearer token (any `typ` but the browser's, no audience).
+    Agent,
+    /// A browser's cookie (`typ` `umbra-browser+jwt`, this audience).
+    Browser { audience: &'a str },
+}
+
+/// Verifies a session token's signature and issuer with the view's keys,
+/// and decodes its claims; expiry and revocation are the caller's.
+pub(crate) fn decode_es256<T: serde::de::DeserializeOwned>(
+    view: &Inner,
+    issuer: &str,
+    token: &str,
+    kind: TokenKind<'_>,
+) -> Result<T, &'static str> {
     let header_b64 = token.split('.').next().ok_or("token_malformed")?;
     let header = URL_SAFE_NO_PAD
         .decode(header_b64)
@@ -121,9 +142,11 @@ fn verify_signature(
     if header.get("alg").and_then(|a| a.as_str()) != Some("ES256") {
         return Err("token_algorithm_refused");
     }
-    // A browser's cookie is no bearer token (it also names an audience,
-    // which the validation below refuses, and lacks the binding).
-    if header.get("typ").and_then(|t| t.as_str()) == Some(umbra_proto::token::BROWSER_TOKEN_TYPE) {
+    // A browser's cookie is no bearer token (it also names an audience and
+    // lacks the binding), and an agent token is no cookie.
+    let is_browser =
+        header.get("typ").and_then(|t| t.as_str()) == Some(umbra_proto::token::BROWSER_TOKEN_TYPE);
+    if is_browser != matches!(kind, TokenKind::Browser { .. }) {
         return Err("token_wrong_kind");
     }
     let kid = header
@@ -135,16 +158,22 @@ fn verify_signature(
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub", "iss"]);
     validation.set_issuer(&[issuer]);
-    let claims = jsonwebtoken::decode::<SessionClaims>(token, key, &validation)
+    match kind {
+        TokenKind::Agent => validation.set_required_spec_claims(&["exp", "sub", "iss"]),
+        TokenKind::Browser { audience } => {
+            validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+            validation.set_audience(&[audience]);
+        }
+    }
+    jsonwebtoken::decode::<T>(token, key, &validation)
+        .map(|d| d.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => "token_bad_signature",
             jsonwebtoken::errors::ErrorKind::InvalidIssuer => "token_wrong_issuer",
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => "token_wrong_audience",
             _ => "token_malformed",
-        })?
-        .claims;
-    Ok(claims)
+        })
 }
 
 /// What is checked on every request, cached signature or not.

@@ -8,12 +8,8 @@
 //! (revoked sessions, suspended users); it is bound to no device, so
 //! nothing about a device is claimed for it.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, Validation};
 use umbra_proto::token::{
-    BROWSER_TOKEN_TYPE, BrowserClaims, Confirmation, SESSION_COOKIE, SessionClaims,
-    browser_audience, cookie,
+    BrowserClaims, Confirmation, SESSION_COOKIE, SessionClaims, browser_audience, cookie,
 };
 
 use crate::view::Inner;
@@ -44,39 +40,15 @@ pub fn verify(
     if token.len() > MAX_TOKEN_LEN {
         return Err("token_malformed");
     }
-    let header_b64 = token.split('.').next().ok_or("token_malformed")?;
-    let header = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| "token_malformed")?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|_| "token_malformed")?;
-    if header.get("alg").and_then(|a| a.as_str()) != Some("ES256") {
-        return Err("token_algorithm_refused");
-    }
-    // An agent token is no cookie.
-    if header.get("typ").and_then(|t| t.as_str()) != Some(BROWSER_TOKEN_TYPE) {
-        return Err("token_wrong_kind");
-    }
-    let kid = header
-        .get("kid")
-        .and_then(|k| k.as_str())
-        .ok_or("token_unknown_key")?;
-    let key = view.keys.get(kid).ok_or("token_unknown_key")?;
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-    validation.set_issuer(&[issuer]);
-    validation.set_audience(&[browser_audience(trust_domain)]);
-    let claims = jsonwebtoken::decode::<BrowserClaims>(token, key, &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => "token_bad_signature",
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "token_wrong_issuer",
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => "token_wrong_audience",
-            _ => "token_malformed",
-        })?
-        .claims;
+    let audience = browser_audience(trust_domain);
+    let claims: BrowserClaims = crate::authn::decode_es256(
+        view,
+        issuer,
+        token,
+        crate::authn::TokenKind::Browser {
+            audience: &audience,
+        },
+    )?;
     if claims.exp <= now {
         return Err("token_expired");
     }
